@@ -1,0 +1,59 @@
+"""llmdefinitions — the package behind the course *Ajuste Fino de Instruções*.
+
+The names the seed imports are available here (``from llmdefinitions import GPTModel``);
+they are loaded on first use, so ``import llmdefinitions`` stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "GPTModel": "model",
+    "KVCache": "model",
+    "BASE_CONFIG": "config",
+    "model_configs": "config",
+    "get_config": "config",
+    "format_input": "prompts",
+    "format_input_phi3": "prompts",
+    "get_prompt_style": "prompts",
+    "download_file": "downloads",
+    "get_gpt2_tokenizer": "tokenizer",
+    "download_and_load_gpt2": "weights",
+    "load_gpt2_params_from_tf_ckpt": "weights",
+    "load_gpt2_params_from_safetensors": "weights",
+    "load_weights_into_gpt": "weights",
+    "download_and_load_file": "data",
+    "split_data": "data",
+    "InstructionDataset": "data",
+    "custom_collate_fn": "data",
+    "calc_loss_batch": "training",
+    "calc_loss_loader": "training",
+    "train_model_simple": "training",
+    "generate_and_print_sample": "training",
+    "generate": "generation",
+    "text_to_token_ids": "generation",
+    "token_ids_to_text": "generation",
+    "plot_losses": "plotting",
+    "check_if_running": "judge",
+    "query_model": "judge",
+    "generate_model_scores": "judge",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'llmdefinitions' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
