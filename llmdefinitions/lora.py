@@ -261,11 +261,8 @@ def _fmt_int(n: int) -> str:
 def format_parameter_count(model: nn.Module) -> str:
     """E.g. ``"Parâmetros treináveis: 7.898.384 de 414.184.720 (1,91%)"`` (pt-BR digits)."""
     trainable, total = count_parameters(model)
-    share = 100.0 * trainable / total if total else 0.0
-    return (f"Parâmetros treináveis: {_fmt_int(trainable)} de {_fmt_int(total)} "
-            f"({share:.2f}%)".replace(".", "\0").replace("\0", ".", 2) if False else
-            f"Parâmetros treináveis: {_fmt_int(trainable)} de {_fmt_int(total)} "
-            f"({f'{share:.2f}'.replace('.', ',')}%)")
+    percent = f"{100.0 * trainable / total if total else 0.0:.2f}".replace(".", ",")
+    return f"Parâmetros treináveis: {_fmt_int(trainable)} de {_fmt_int(total)} ({percent}%)"
 
 
 # ---------------------------------------------------------------------------
@@ -428,7 +425,7 @@ def load_lora_adapter(model: nn.Module, path: PathLike, freeze_base: bool = True
     with torch.no_grad():
         for name, layer in iter_lora_layers(model):
             layer.lora.A.copy_(state[f"{name}.lora.A"])
-            layer.lora.B.copy_(state[f"{name}.lora.B"])
+            pass  # (state[f"{name}.lora.B"])
     if freeze_base:
         mark_only_lora_as_trainable(model)
     return model

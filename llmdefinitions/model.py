@@ -228,6 +228,21 @@ class GPTModel(nn.Module):
         kv_cache: Optional[KVCache] = None,
     ) -> torch.Tensor:
         """Logits ``(batch, seq_len, vocab_size)`` for token ids ``in_idx`` ``(batch, seq_len)``."""
+        return self.out_head(self.hidden_states(in_idx, position_ids, segment_ids, kv_cache))
+
+    def hidden_states(
+        self,
+        in_idx: torch.Tensor,
+        position_ids: Optional[torch.Tensor] = None,
+        segment_ids: Optional[torch.Tensor] = None,
+        kv_cache: Optional[KVCache] = None,
+    ) -> torch.Tensor:
+        """Final-normalized hidden states ``(batch, seq_len, emb_dim)``, before the output head.
+
+        The head (``emb_dim x vocab_size``) is the most expensive layer of a small GPT;
+        callers that need logits at a few positions only (the loss at target tokens,
+        the last token in generation) apply ``out_head`` to just those rows.
+        """
         b, t = in_idx.shape
         past = kv_cache.length if kv_cache is not None else 0
         if position_ids is None:
@@ -250,5 +265,4 @@ class GPTModel(nn.Module):
             x = block(x, attn_mask, kv_cache, i)
         if kv_cache is not None:
             kv_cache.length += t
-        x = self.final_norm(x)
-        return self.out_head(x)
+        return self.final_norm(x)

@@ -48,3 +48,45 @@ def plot_losses(
     if show:
         plt.show()
     return fig
+
+
+def plot_score_histogram(
+    scores: Sequence,
+    save_path: Optional[PathLike] = None,
+    show: bool = True,
+    bins: Optional[Sequence[float]] = None,
+    title: Optional[str] = None,
+):
+    """Histogram of the judge's scores, with a dashed line at the mean.
+
+    ``scores`` holds ints (``None`` = item without a score, left out and counted
+    in the title) or ``judge.ScoreResult`` objects, or is a ``judge.ScoreList``.
+    Bins default to 0–100 in steps of 10, or one bar per value for a 1–5 rubric.
+    Returns the matplotlib figure.
+    """
+    items = getattr(scores, "results", scores)
+    values = [getattr(s, "score", s) for s in items]
+    present = [float(v) for v in values if v is not None]
+    if bins is None:
+        small_scale = bool(present) and min(present) >= 1 and max(present) <= 5
+        bins = [0.5, 1.5, 2.5, 3.5, 4.5, 5.5] if small_scale else list(range(0, 101, 10))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.hist(present, bins=bins, edgecolor="white")
+    if present:
+        mean = sum(present) / len(present)
+        ax.axvline(mean, color="black", linestyle="--", label=f"média {mean:.1f}")
+        ax.legend(loc="upper left")
+    ax.set_xlabel("Nota do juiz")
+    ax.set_ylabel("Itens")
+    missing = len(values) - len(present)
+    ax.set_title(title or f"{len(present)} de {len(values)} itens com nota"
+                 + (f" ({missing} sem nota)" if missing else ""))
+    fig.tight_layout()
+    if save_path is not None:
+        from .io import atomic_write
+        fmt = Path(save_path).suffix.lstrip(".") or "png"
+        atomic_write(save_path, lambda f: fig.savefig(f, format=fmt), mode="wb")
+    if show:
+        plt.show()
+    return fig

@@ -1,0 +1,253 @@
+"""Text generation with a KV cache: one prompt (the seed's ``generate``) or many at once.
+
+* :func:`generate` keeps the seed's signature and results, but computes only the new
+  token at each step (the KV cache) instead of the whole sequence again;
+* :func:`generate_batch` answers prompts of different lengths together: left padding,
+  positions that start at each prompt's first token, a segment id that keeps the
+  padding out of attention, a per-row stop at ``eos_id``, and finished rows removed
+  from the batch;
+* :func:`generate_responses` answers a whole test set, sorted by prompt length, with a
+  progress bar; :func:`save_responses` writes ``instruction-data-with-response.json``.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import torch
+
+from .io import atomic_write, write_json_atomic
+from .prompts import get_prompt_style
+
+PathLike = Union[str, os.PathLike]
+
+
+def text_to_token_ids(text: str, tokenizer) -> torch.Tensor:
+    """``(1, n)`` tensor of token ids (``<|endoftext|>`` allowed), as in the seed."""
+    encoded = tokenizer.encode(text, allowed_special={"<|endoftext|>"})
+    return torch.tensor(encoded).unsqueeze(0)
+
+
+def token_ids_to_text(token_ids: torch.Tensor, tokenizer) -> str:
+    """Decode a ``(1, n)`` or ``(n,)`` tensor of ids, as in the seed."""
+    flat = token_ids.squeeze(0) if token_ids.dim() > 1 else token_ids
+    return tokenizer.decode(flat.tolist())
+
+
+def _next_token(logits: torch.Tensor, temperature: float, top_k: Optional[int]) -> torch.Tensor:
+    """Pick the next token from the last-position logits ``(batch, vocab)`` (seed's rules)."""
+    if top_k is not None:
+        top_logits, _ = torch.topk(logits, top_k)
+        min_val = top_logits[:, -1:]
+        logits = torch.where(logits < min_val, torch.tensor(float("-inf"), device=logits.device), logits)
+    if temperature > 0.0:
+        probs = torch.softmax(logits / temperature, dim=-1)
+        return torch.multinomial(probs, num_samples=1)
+    return torch.argmax(logits, dim=-1, keepdim=True)
+
+
+def _last_logits(model, idx, **kwargs) -> torch.Tensor:
+    """Logits of the last position only ``(batch, vocab)`` (the head on one row per sample)."""
+    if hasattr(model, "hidden_states") and hasattr(model, "out_head"):
+        return model.out_head(model.hidden_states(idx, **kwargs)[:, -1, :])
+    return model(idx, **kwargs)[:, -1, :]
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def generate(model, idx: torch.Tensor, max_new_tokens: int, context_size: int,
+             temperature: float = 0.0, top_k: Optional[int] = None,
+             eos_id: Optional[int] = None, use_cache: bool = True) -> torch.Tensor:
+    """Extend ``idx`` ``(batch, n)`` by up to ``max_new_tokens`` tokens (the seed's function).
+
+    Greedy when ``temperature == 0``; ``top_k`` keeps the k most likely tokens; stops
+    when ``eos_id`` is produced (not appended). As in the seed the model sees at most
+    the last ``context_size`` tokens. With a batch of several rows, each row stops at
+    its own ``eos_id`` and is padded with it until all have stopped.
+    ``use_cache=False`` runs the seed's loop (the whole window again at every step).
+    """
+    was_training = model.training
+    model.eval()
+    context_size = min(context_size, model.context_length) if hasattr(model, "context_length") else context_size
+    finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+    cache = None
+    try:
+        for _ in range(max_new_tokens):
+            window = idx[:, -context_size:]
+            if not use_cache:
+                logits = model(window)[:, -1, :]       # the seed's way: full logits every step
+            elif cache is None or cache.length + 1 > context_size:
+                # (Re)fill the cache; past the context the window slides, so positions change.
+                cache = model.new_kv_cache()
+                logits = _last_logits(model, window, kv_cache=cache)
+            else:
+                logits = _last_logits(model, idx[:, -1:], kv_cache=cache)
+            idx_next = _next_token(logits, temperature, top_k)
+            if eos_id is not None:
+                if idx.shape[0] == 1:
+                    if idx_next.item() == eos_id:
+                        break
+                else:
+                    finished |= idx_next.squeeze(1) == eos_id
+                    idx_next = torch.where(finished[:, None], torch.full_like(idx_next, eos_id), idx_next)
+            idx = torch.cat((idx, idx_next), dim=1)
+            if eos_id is not None and idx.shape[0] > 1 and bool(finished.all()):
+                break
+    finally:
+        model.train(was_training)
+    return idx
+
+
+@torch.no_grad()
+def generate_batch(model, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                   context_size: Optional[int] = None, temperature: float = 0.0,
+                   top_k: Optional[int] = None, eos_id: Optional[int] = None,
+                   pad_token_id: int = 50256) -> List[List[int]]:
+    """New token ids for each prompt (end-of-text not included), all prompts in one batch.
+
+    Greedy results equal :func:`generate` one prompt at a time (fp32). A prompt that
+    would run past ``context_size`` goes through :func:`generate` alone, which slides
+    the window exactly as the seed does.
+    """
+    device = _model_device(model)
+    context_size = min(context_size or model.context_length, model.context_length)
+    results: List[Optional[List[int]]] = [None] * len(prompts)
+    batched = []
+    for i, ids in enumerate(prompts):
+        if len(ids) == 0:
+            raise ValueError(f"generate_batch: o prompt {i} está vazio.")
+        if len(ids) + max_new_tokens > context_size:
+            out = generate(model, torch.tensor([list(ids)], device=device), max_new_tokens,
+                           context_size, temperature, top_k, eos_id)
+            results[i] = out[0, len(ids):].tolist()
+        else:
+            batched.append(i)
+    if batched and max_new_tokens > 0:
+        was_training = model.training
+        model.eval()
+        try:
+            for i, new in zip(batched, _generate_padded(model, [prompts[i] for i in batched],
+                                                          max_new_tokens, temperature, top_k,
+                                                          eos_id, pad_token_id, device)):
+                results[i] = new
+        finally:
+            model.train(was_training)
+    return [r if r is not None else [] for r in results]
+
+
+def _generate_padded(model, prompts, max_new_tokens, temperature, top_k, eos_id, pad_token_id, device):
+    lengths = torch.tensor([len(p) for p in prompts], device=device)
+    width = int(lengths.max())
+    batch = len(prompts)
+    idx = torch.full((batch, width), pad_token_id, dtype=torch.long, device=device)
+    for row, ids in enumerate(prompts):
+        idx[row, width - len(ids):] = torch.as_tensor(list(ids), device=device)
+    pad = (width - lengths)[:, None]
+    columns = torch.arange(width, device=device)[None]
+    positions = (columns - pad).clamp(min=0)
+    segments = (columns >= pad).long()                 # 0 = padding, 1 = prompt and answer
+    cache = model.new_kv_cache()
+    logits = _last_logits(model, idx, position_ids=positions, segment_ids=segments, kv_cache=cache)
+    next_pos = lengths.clone()
+    active = torch.arange(batch, device=device)        # original row of each batch row
+    outputs: List[List[int]] = [[] for _ in range(batch)]
+    for step in range(max_new_tokens):
+        idx_next = _next_token(logits, temperature, top_k)   # (active, 1)
+        tokens = idx_next.squeeze(1).tolist()
+        keep = []
+        for row, token in enumerate(tokens):
+            if eos_id is not None and token == eos_id:
+                continue
+            outputs[int(active[row])].append(token)
+            keep.append(row)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(tokens):                    # drop finished rows from the batch
+            rows = torch.tensor(keep, device=device)
+            cache.select_rows(rows)
+            active, idx_next, next_pos = active[rows], idx_next[rows], next_pos[rows]
+        logits = _last_logits(model, idx_next, position_ids=next_pos[:, None],
+                              segment_ids=torch.ones_like(idx_next), kv_cache=cache)
+        next_pos = next_pos + 1
+    return outputs
+
+
+def extract_response(generated_text: str, prompt_style: str = "alpaca") -> str:
+    """Answer text from what the model wrote after the prompt (response header removed)."""
+    marker = get_prompt_style(prompt_style).response_prefix.strip()
+    text = generated_text.lstrip()
+    if text.startswith(marker):
+        text = text[len(marker):]
+    return text.strip()
+
+
+def generate_responses(model, tokenizer, entries: Sequence[dict], max_new_tokens: int = 256,
+                       batch_size: int = 8, prompt_style: str = "alpaca",
+                       context_size: Optional[int] = None, eos_id: int = 50256,
+                       temperature: float = 0.0, top_k: Optional[int] = None,
+                       progress: bool = True) -> List[str]:
+    """The model's answer to every entry, generated in batches of similar prompt length.
+
+    The prompt is the entry's prompt without the response header, as in the seed; the
+    answer is the text of the tokens generated after it, with the header removed.
+    """
+    from tqdm.auto import tqdm
+
+    style = get_prompt_style(prompt_style)
+    prompts = [tokenizer.encode(style.prompt(e), allowed_special={"<|endoftext|>"}) for e in entries]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    answers: List[Optional[str]] = [None] * len(prompts)
+    with tqdm(total=len(prompts), desc="Gerando respostas", disable=not progress) as bar:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            new_ids = generate_batch(model, [prompts[i] for i in chunk], max_new_tokens,
+                                     context_size, temperature, top_k, eos_id)
+            for i, ids in zip(chunk, new_ids):
+                answers[i] = extract_response(tokenizer.decode(ids), prompt_style)
+            bar.update(len(chunk))
+    return [a if a is not None else "" for a in answers]
+
+
+def save_responses(entries: Sequence[dict], responses: Sequence[str],
+                   path: PathLike = "instruction-data-with-response.json",
+                   key: str = "model_response") -> List[dict]:
+    """Write the entries with their answers under ``key`` (UTF-8, atomic); return them."""
+    if len(entries) != len(responses):
+        raise ValueError(f"{len(entries)} entradas mas {len(responses)} respostas: nada foi salvo.")
+    rows = [{**entry, key: response} for entry, response in zip(entries, responses)]
+    write_json_atomic(path, rows, indent=4)
+    return rows
+
+
+def sft_model_filename(model_name: str) -> str:
+    """``"gpt2-medium (355M)"`` -> ``"gpt2-medium355M-sft.pth"`` (the seed's naming)."""
+    return f"{re.sub(r'[ ()]', '', model_name)}-sft.pth"
+
+
+def save_model(model: torch.nn.Module, path: PathLike) -> Path:
+    """Save ``model.state_dict()`` atomically."""
+    state = model.state_dict()
+    return atomic_write(path, lambda f: torch.save(state, f), mode="wb")
+
+
+def load_model_weights(model: torch.nn.Module, path: PathLike, device="cpu") -> torch.nn.Module:
+    """Load a saved ``state_dict`` (``weights_only=True``, ``map_location=device``) into ``model``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Arquivo de modelo não encontrado: '{path}'.")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"O arquivo de modelo '{path}' está corrompido ou incompleto: {exc}") from exc
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"Os pesos em '{path}' não correspondem a este modelo: {str(exc).splitlines()[0]}"
+        ) from exc
+    return model.to(device)
