@@ -393,7 +393,14 @@ def write_random_gpt2_checkpoint(cfg: Mapping, model_dir: PathLike, seed: int = 
     from .model import GPTModel
 
     torch.manual_seed(seed)
-    params = params_from_gpt(GPTModel(cfg))
+    model = GPTModel(cfg)
+    with torch.no_grad():                       # GPT-2's initialization: N(0, 0.02), zero biases
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+                module.weight.normal_(0.0, 0.02)
+            if isinstance(module, torch.nn.Linear) and module.bias is not None:
+                module.bias.zero_()
+    params = params_from_gpt(model)
     settings = settings_from_cfg(cfg)
     if fmt == "tf":
         return write_gpt2_tf_checkpoint(params, settings, model_dir)

@@ -1,0 +1,86 @@
+"""Notebook and pipeline profiles: the same code with bigger or smaller numbers.
+
+The profile is read from the environment variable ``LLMDEF_PERFIL``:
+
+* ``completo`` (default) — the seed's setup: GPT-2 medium (355M), all 1,100 entries,
+  batch 8, AdamW lr 5e-5 / weight decay 0.1, 2 epochs, answers of up to 256 tokens;
+* ``rapido`` — a CPU laptop: GPT-2 small (124M), a subset of the data, fewer steps;
+* ``teste`` — CI: a tiny GPT written as a real OpenAI-format checkpoint and loaded
+  through the real loader, a few entries, a few steps.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+PROFILE_ENV = "LLMDEF_PERFIL"
+OUTPUT_ENV = "LLMDEF_SAIDA"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every number that differs between profiles."""
+
+    name: str
+    model_name: str                  # a key of config.model_configs
+    train_items: Optional[int]       # None = the whole split
+    val_items: Optional[int]
+    test_items: Optional[int]
+    batch_size: int = 8
+    num_epochs: int = 2
+    max_steps: Optional[int] = None  # stop training early (None = all epochs)
+    eval_freq: int = 5
+    eval_iter: int = 5
+    allowed_max_length: int = 1024
+    max_new_tokens: int = 256
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.1
+    precision: str = "auto"          # see llmdefinitions.device.choose_precision
+    generation_batch_size: int = 8
+    judge_model: str = "llama3"
+    seed: int = 123
+
+    @property
+    def model_size(self) -> str:
+        from .config import model_size_of
+        return model_size_of(self.model_name)
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.model_size == "tiny"
+
+    def subset(self, train: list, val: list, test: list):
+        """The profile's share of each split (the first items, order kept)."""
+        cut = lambda items, n: items if n is None else items[:n]  # noqa: E731
+        return cut(train, self.train_items), cut(val, self.val_items), cut(test, self.test_items)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES = {
+    "completo": Profile("completo", "gpt2-medium (355M)", None, None, None),
+    "rapido": Profile("rapido", "gpt2-small (124M)", 200, 20, 20, num_epochs=1,
+                      max_new_tokens=128, allowed_max_length=512),
+    "teste": Profile("teste", "gpt2-tiny (test)", 24, 4, 4, batch_size=4, num_epochs=1,
+                     max_steps=4, eval_freq=2, eval_iter=1, allowed_max_length=128,
+                     max_new_tokens=12, learning_rate=5e-4, generation_batch_size=4),
+}
+
+
+def load_profile(name: Optional[str] = None, **overrides) -> Profile:
+    """The profile called ``name`` or, by default, ``$LLMDEF_PERFIL`` (``completo`` if unset)."""
+    name = (name or os.environ.get(PROFILE_ENV) or "completo").strip().lower()
+    if name not in PROFILES:
+        raise ValueError(
+            f"Perfil desconhecido: {name!r} (variável {PROFILE_ENV}). "
+            f"Use um destes: {', '.join(PROFILES)}."
+        )
+    return replace(PROFILES[name], **overrides) if overrides else PROFILES[name]
+
+
+def output_root(base: Optional[os.PathLike] = None) -> Path:
+    """Folder where notebooks and the pipeline write: ``$LLMDEF_SAIDA`` or ``./saida``."""
+    return Path(base or os.environ.get(OUTPUT_ENV) or "saida")
