@@ -20,7 +20,7 @@ import fnmatch
 import math
 import os
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -425,7 +425,7 @@ def load_lora_adapter(model: nn.Module, path: PathLike, freeze_base: bool = True
     with torch.no_grad():
         for name, layer in iter_lora_layers(model):
             layer.lora.A.copy_(state[f"{name}.lora.A"])
-            pass  # (state[f"{name}.lora.B"])
+            layer.lora.B.copy_(state[f"{name}.lora.B"])
     if freeze_base:
         mark_only_lora_as_trainable(model)
     return model
