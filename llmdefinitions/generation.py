@@ -107,7 +107,7 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, context_size: int,
 def generate_batch(model, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                    context_size: Optional[int] = None, temperature: float = 0.0,
                    top_k: Optional[int] = None, eos_id: Optional[int] = None,
-                   pad_token_id: int = 50256) -> List[List[int]]:
+                   pad_token_id: Optional[int] = None) -> List[List[int]]:
     """New token ids for each prompt (end-of-text not included), all prompts in one batch.
 
     Greedy results equal :func:`generate` one prompt at a time (fp32). A prompt that
@@ -116,6 +116,8 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], max_new_tokens: int,
     """
     device = _model_device(model)
     context_size = min(context_size or model.context_length, model.context_length)
+    if pad_token_id is None:         # its value never matters: padding is kept out of attention
+        pad_token_id = eos_id if eos_id is not None else 0
     results: List[Optional[List[int]]] = [None] * len(prompts)
     batched = []
     for i, ids in enumerate(prompts):

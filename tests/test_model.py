@@ -1,0 +1,127 @@
+"""GPTModel: the book's parameter names, SDPA attention, KV cache, positions and segments."""
+import pytest
+import torch
+import torch.nn as nn
+
+from llmdefinitions.config import get_config, model_configs
+from llmdefinitions.generation import generate
+from llmdefinitions.model import GPTModel
+
+CFG = {**get_config("gpt2-tiny (test)"), "vocab_size": 97, "context_length": 64}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return GPTModel(CFG).eval()
+
+
+class BookMultiHeadAttention(nn.Module):
+    """The book's attention (explicit causal mask buffer), used as an independent reference."""
+
+    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
+        super().__init__()
+        self.d_out, self.num_heads, self.head_dim = d_out, num_heads, d_out // num_heads
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        k = self.W_key(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        q = self.W_query(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        v = self.W_value(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        scores = q @ k.transpose(2, 3)
+        scores.masked_fill_(self.mask.bool()[:n, :n], -torch.inf)
+        w = torch.softmax(scores / k.shape[-1] ** 0.5, dim=-1)
+        ctx = (w @ v).transpose(1, 2).contiguous().view(b, n, self.d_out)
+        return self.out_proj(ctx)
+
+
+def test_parameter_names_are_the_books(model):
+    names = set(model.state_dict())
+    for expected in ("tok_emb.weight", "pos_emb.weight", "final_norm.scale", "final_norm.shift",
+                     "out_head.weight", "trf_blocks.0.att.W_query.weight", "trf_blocks.0.att.W_key.bias",
+                     "trf_blocks.1.att.out_proj.weight", "trf_blocks.1.ff.layers.0.weight",
+                     "trf_blocks.1.ff.layers.2.bias", "trf_blocks.0.norm1.scale", "trf_blocks.0.norm2.shift"):
+        assert expected in names
+
+
+def test_book_state_dict_with_mask_buffers_loads_and_attention_matches(model):
+    """A state_dict saved by the book's code (it has `att.mask` buffers) loads; outputs agree."""
+    state = dict(model.state_dict())
+    for i in range(CFG["n_layers"]):
+        state[f"trf_blocks.{i}.att.mask"] = torch.triu(torch.ones(64, 64), diagonal=1)
+    fresh = GPTModel(CFG).eval()
+    fresh.load_state_dict(state)                      # strict: would fail on unknown keys
+    x = torch.randint(0, CFG["vocab_size"], (2, 11))
+    torch.testing.assert_close(fresh(x), model(x))
+
+    book = BookMultiHeadAttention(64, 64, 64, 0.0, 4, qkv_bias=True)
+    att = model.trf_blocks[0].att
+    book.load_state_dict({**att.state_dict(), "mask": book.mask})
+    h = torch.randn(2, 11, 64)
+    torch.testing.assert_close(att(h), book(h), atol=1e-5, rtol=1e-5)
+
+
+def test_all_gpt2_configs_present():
+    for name, (emb, layers, heads) in {"gpt2-small (124M)": (768, 12, 12), "gpt2-medium (355M)": (1024, 24, 16),
+                                       "gpt2-large (774M)": (1280, 36, 20), "gpt2-xl (1558M)": (1600, 48, 25)}.items():
+        cfg = get_config(name)
+        assert (cfg["emb_dim"], cfg["n_layers"], cfg["n_heads"]) == (emb, layers, heads)
+        assert cfg["vocab_size"] == 50257 and cfg["context_length"] == 1024 and cfg["qkv_bias"]
+    assert "gpt2-tiny (test)" in model_configs
+    assert get_config("355M") == get_config("gpt2-medium") == get_config("gpt2-medium (355M)")
+    with pytest.raises(ValueError, match="Modelos disponíveis"):
+        get_config("gpt2-huge")
+
+
+def test_medium_has_the_books_parameter_count():
+    with torch.device("meta"):
+        medium = GPTModel(get_config("gpt2-medium (355M)"))
+    assert sum(p.numel() for p in medium.parameters()) == 406_286_336
+
+
+def test_kv_cache_gives_the_same_logits_as_a_full_pass(model):
+    x = torch.randint(0, CFG["vocab_size"], (3, 20))
+    full = model(x)
+    cache = model.new_kv_cache()
+    parts = [model(x[:, :7], kv_cache=cache)] + [model(x[:, i:i + 1], kv_cache=cache) for i in range(7, 20)]
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_cached_greedy_generation_equals_uncached_token_for_token(model):
+    torch.manual_seed(1)
+    for length in (1, 5, 30, 70):                    # 70 > context: the window slides
+        idx = torch.randint(0, CFG["vocab_size"], (1, length))
+        cached = generate(model, idx, max_new_tokens=25, context_size=64)
+        plain = generate(model, idx, max_new_tokens=25, context_size=64, use_cache=False)
+        assert torch.equal(cached, plain), length
+
+
+def test_segments_keep_packed_samples_apart(model):
+    a = torch.randint(0, CFG["vocab_size"], (1, 9))
+    b = torch.randint(0, CFG["vocab_size"], (1, 6))
+    packed = torch.cat([a, b], dim=1)
+    positions = torch.cat([torch.arange(9), torch.arange(6)])[None]
+    segments = torch.tensor([[0] * 9 + [1] * 6])
+    out = model(packed, position_ids=positions, segment_ids=segments)
+    torch.testing.assert_close(out[:, :9], model(a), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[:, 9:], model(b), atol=1e-5, rtol=1e-5)
+    leaky = model(packed)                             # plain causal attention crosses the boundary
+    assert (leaky[:, 9:] - model(b)).abs().max() > 1e-3
+
+
+def test_too_long_input_is_refused_with_a_clear_message(model):
+    with pytest.raises(ValueError, match="excede o contexto"):
+        model(torch.zeros(1, 65, dtype=torch.long))
+
+
+def test_missing_config_key_is_named():
+    cfg = dict(CFG)
+    del cfg["n_heads"]
+    with pytest.raises(ValueError, match="n_heads"):
+        GPTModel(cfg)

@@ -1,0 +1,161 @@
+"""Weight loading: parity with Hugging Face's GPT-2 through both routes, and bad checkpoints."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from llmdefinitions.model import GPTModel
+from llmdefinitions.weights import (CheckpointError, download_and_load_gpt2,
+                                    download_and_load_gpt2_safetensors, load_gpt2_params_from_safetensors,
+                                    load_weights_into_gpt, params_from_gpt, settings_from_cfg,
+                                    write_gpt2_safetensors, write_gpt2_tf_checkpoint)
+
+import transformers  # noqa: E402  (a test dependency: pip install -e .[dev])
+
+N_LAYER, N_EMBD, N_HEAD, VOCAB, N_CTX = 2, 64, 4, 1000, 64
+CFG = {"vocab_size": VOCAB, "context_length": N_CTX, "emb_dim": N_EMBD, "n_heads": N_HEAD,
+       "n_layers": N_LAYER, "drop_rate": 0.0, "qkv_bias": True}
+
+
+@pytest.fixture(scope="module")
+def hf_model():
+    """A random tiny GPT-2 of Hugging Face, every tensor perturbed so no mapping hides."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=N_CTX, n_embd=N_EMBD, n_layer=N_LAYER,
+                                     n_head=N_HEAD, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                     activation_function="gelu_new", layer_norm_epsilon=1e-5)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def hf_params(model):
+    """OpenAI-layout params written straight from HF's state_dict (independent of our loader)."""
+    sd = {k.removeprefix("transformer."): v.detach().numpy() for k, v in model.state_dict().items()}
+    blocks = []
+    for i in range(N_LAYER):
+        g = lambda name: sd[f"h.{i}.{name}"]  # noqa: E731
+        blocks.append({"attn": {"c_attn": {"w": g("attn.c_attn.weight"), "b": g("attn.c_attn.bias")},
+                                "c_proj": {"w": g("attn.c_proj.weight"), "b": g("attn.c_proj.bias")}},
+                       "mlp": {"c_fc": {"w": g("mlp.c_fc.weight"), "b": g("mlp.c_fc.bias")},
+                               "c_proj": {"w": g("mlp.c_proj.weight"), "b": g("mlp.c_proj.bias")}},
+                       "ln_1": {"g": g("ln_1.weight"), "b": g("ln_1.bias")},
+                       "ln_2": {"g": g("ln_2.weight"), "b": g("ln_2.bias")}})
+    return {"wte": sd["wte.weight"], "wpe": sd["wpe.weight"], "blocks": blocks,
+            "g": sd["ln_f.weight"], "b": sd["ln_f.bias"]}
+
+
+def max_logit_difference(hf_model, params) -> float:
+    ours = load_weights_into_gpt(GPTModel(CFG), params).eval()
+    x = torch.randint(0, VOCAB, (2, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        return float((ours(x) - hf_model(x).logits).abs().max())
+
+
+def test_safetensors_route_matches_hugging_face(hf_model, tmp_path):
+    hf_model.save_pretrained(tmp_path / "hf-tiny", safe_serialization=True)
+    settings, params = download_and_load_gpt2_safetensors("tiny", tmp_path)
+    assert settings == {"n_vocab": VOCAB, "n_ctx": N_CTX, "n_embd": N_EMBD, "n_head": N_HEAD, "n_layer": N_LAYER}
+    diff = max_logit_difference(hf_model, params)
+    print(f"max |Δlogits| safetensors: {diff:.2e}")
+    assert diff <= 1e-4
+
+
+def test_tf_checkpoint_route_matches_hugging_face(hf_model, tmp_path):
+    settings = settings_from_cfg(CFG)
+    write_gpt2_tf_checkpoint(hf_params(hf_model), settings, tmp_path / "tiny")
+    files = sorted(p.name for p in (tmp_path / "tiny").iterdir())
+    assert files == ["checkpoint", "hparams.json", "model.ckpt.data-00000-of-00001",
+                     "model.ckpt.index", "model.ckpt.meta"]
+    loaded_settings, params = download_and_load_gpt2("tiny", tmp_path)
+    assert loaded_settings == settings
+    diff = max_logit_difference(hf_model, params)
+    print(f"max |Δlogits| TF checkpoint: {diff:.2e}")
+    assert diff <= 1e-4
+
+
+def test_tf_checkpoint_uses_openais_variable_names_and_shapes(hf_model, tmp_path):
+    import tensorflow as tf
+
+    write_gpt2_tf_checkpoint(hf_params(hf_model), settings_from_cfg(CFG), tmp_path / "m")
+    variables = dict(tf.train.list_variables(str(tmp_path / "m" / "model.ckpt")))
+    assert variables["model/h0/attn/c_attn/w"] == [1, N_EMBD, 3 * N_EMBD]
+    assert variables["model/h1/mlp/c_proj/w"] == [1, 4 * N_EMBD, N_EMBD]
+    assert variables["model/wte"] == [VOCAB, N_EMBD] and variables["model/ln_f/g"] == [N_EMBD]
+
+
+def test_writers_round_trip_a_model(tmp_path):
+    torch.manual_seed(3)
+    model = GPTModel(CFG).eval()
+    model.out_head.weight = model.tok_emb.weight                      # GPT-2 ties them
+    params = params_from_gpt(model)
+    write_gpt2_safetensors(params, settings_from_cfg(CFG), tmp_path)
+    again = load_weights_into_gpt(GPTModel(CFG), load_gpt2_params_from_safetensors(tmp_path / "model.safetensors"))
+    x = torch.randint(0, VOCAB, (1, 12))
+    torch.testing.assert_close(again.eval()(x), model(x))
+
+
+def test_unknown_model_size_lists_the_allowed_ones(tmp_path):
+    with pytest.raises(ValueError, match="124M, 355M, 774M, 1558M"):
+        download_and_load_gpt2("999M", tmp_path)
+    with pytest.raises(ValueError, match="124M, 355M, 774M, 1558M"):
+        download_and_load_gpt2_safetensors("999M", tmp_path)
+
+
+def test_truncated_tf_checkpoint_names_the_file(hf_model, tmp_path):
+    write_gpt2_tf_checkpoint(hf_params(hf_model), settings_from_cfg(CFG), tmp_path / "tiny")
+    data = tmp_path / "tiny" / "model.ckpt.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 3])
+    with pytest.raises(CheckpointError, match="model.ckpt"):
+        download_and_load_gpt2("tiny", tmp_path)
+
+
+def test_corrupted_safetensors_names_the_file(hf_model, tmp_path):
+    hf_model.save_pretrained(tmp_path / "hf-tiny", safe_serialization=True)
+    path = tmp_path / "hf-tiny" / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_gpt2_params_from_safetensors(path)
+
+
+def test_unwritable_models_dir_gives_a_clear_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(Exception, match="pasta de modelos"):
+        download_and_load_gpt2("124M", blocker / "models")
+
+
+def test_shape_mismatch_names_the_tensor(hf_model):
+    params = hf_params(hf_model)
+    wrong = {**CFG, "emb_dim": 32, "n_heads": 4}
+    with pytest.raises(CheckpointError, match="pos_emb.weight"):
+        load_weights_into_gpt(GPTModel(wrong), params)
+    params["blocks"][1]["mlp"]["c_fc"]["b"] = np.zeros(7, dtype=np.float32)
+    with pytest.raises(CheckpointError, match=r"trf_blocks\.1\.ff\.layers\.0\.bias"):
+        load_weights_into_gpt(GPTModel(CFG), params)
+
+
+def test_layer_count_mismatch_is_explained(hf_model):
+    with pytest.raises(CheckpointError, match="blocos"):
+        load_weights_into_gpt(GPTModel({**CFG, "n_layers": 3}), hf_params(hf_model))
+
+
+def test_missing_tensor_is_named(tmp_path, hf_model):
+    params = hf_params(hf_model)
+    del params["blocks"][0]["ln_2"]
+    from safetensors.numpy import save_file
+    tensors = {"wte.weight": params["wte"], "wpe.weight": params["wpe"], "ln_f.weight": params["g"],
+               "ln_f.bias": params["b"], "h.0.attn.c_attn.weight": params["blocks"][0]["attn"]["c_attn"]["w"]}
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="h0/attn/c_attn/b"):
+        load_gpt2_params_from_safetensors(tmp_path / "model.safetensors")
+
+
+def test_hparams_written_as_openai_does(tmp_path, hf_model):
+    write_gpt2_tf_checkpoint(hf_params(hf_model), settings_from_cfg(CFG), tmp_path)
+    assert json.loads((tmp_path / "hparams.json").read_text()) == {
+        "n_vocab": VOCAB, "n_ctx": N_CTX, "n_embd": N_EMBD, "n_head": N_HEAD, "n_layer": N_LAYER}
+    assert (tmp_path / "checkpoint").read_text().startswith('model_checkpoint_path: "model.ckpt"')
