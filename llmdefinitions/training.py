@@ -10,6 +10,7 @@ position_ids, segment_ids)``.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -147,10 +148,12 @@ class TrainState:
     val_losses: List[float] = field(default_factory=list)
     track_tokens_seen: List[int] = field(default_factory=list)
     epoch_rng_state: Optional[torch.Tensor] = None
+    rng_state: Optional[torch.Tensor] = None      # at the moment the checkpoint was written
 
 
 def save_checkpoint(path: PathLike, model, optimizer, state: TrainState, scaler=None) -> Path:
     """Model, optimizer and progress in one file, written atomically."""
+    state.rng_state = torch.get_rng_state()
     payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                "state": state.__dict__, "scaler": scaler.state_dict() if scaler else None}
     return atomic_write(path, lambda f: torch.save(payload, f), mode="wb")
@@ -209,14 +212,21 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
     model.train()
     try:
         for epoch in range(state.epoch, num_epochs):
-            if state.epoch_rng_state is not None and epoch == state.epoch and state.batch_in_epoch:
+            resuming = state.epoch_rng_state is not None and epoch == state.epoch and state.batch_in_epoch
+            if resuming:
                 torch.set_rng_state(state.epoch_rng_state)   # same shuffle as before the stop
             else:
                 state.epoch_rng_state, state.batch_in_epoch = torch.get_rng_state(), 0
+            # The sampler draws its shuffle seed when the first batch is taken: take it now.
+            batches = iter(train_loader)
+            first = next(batches, None)
+            batches = itertools.chain([] if first is None else [first], batches)
+            if resuming and state.rng_state is not None:
+                torch.set_rng_state(state.rng_state)         # and the random stream where it was
             state.epoch = epoch
             skip = state.batch_in_epoch
             group: list = []
-            for batch_index, batch in enumerate(train_loader):
+            for batch_index, batch in enumerate(batches):
                 if batch_index < skip:
                     continue
                 group.append(batch)
@@ -244,12 +254,14 @@ def train_model_simple(model, train_loader, val_loader, optimizer, device, num_e
                     save_checkpoint(checkpoint_path, model, optimizer, state, scaler)
                 if max_steps is not None and state.global_step + 1 >= max_steps:
                     break
+            finished_epoch = state.batch_in_epoch >= steps_per_epoch * grad_accum_steps
             if print_samples:
                 generate_and_print_sample(model, tokenizer, device, start_context)
-            state.epoch, state.batch_in_epoch, state.epoch_rng_state = epoch + 1, 0, None
+            if finished_epoch:
+                state.epoch, state.batch_in_epoch, state.epoch_rng_state = epoch + 1, 0, None
             if checkpoint_path:
                 save_checkpoint(checkpoint_path, model, optimizer, state, scaler)
-            if max_steps is not None and state.global_step + 1 >= max_steps:
+            if not finished_epoch:                     # stopped by max_steps in mid-epoch
                 break
     finally:
         bar.close()
