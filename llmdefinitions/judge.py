@@ -530,14 +530,22 @@ class OpenAIClient(JudgeClient):
                 continue  # SSE comments and other fields (event:, id:)
             data_text = line[len("data:"):].strip()
             if data_text == "[DONE]":
-                return "".join(parts)
+                break
             data = _json_line(number, data_text, self.url)
             parts.append(self._choice(data, number, "delta"))
             finished = finished or bool((data.get("choices") or [{}])[0].get("finish_reason"))
-        if finished:  # some servers end after finish_reason without "[DONE]"
-            return "".join(parts)
-        raise JudgeStreamError(
-            f"O streaming de {self.url} terminou sem 'data: [DONE]': a conexão caiu no meio da resposta.")
+        else:
+            if finished:  # some servers end after finish_reason without "[DONE]"
+                return "".join(parts)
+            raise JudgeStreamError(
+                f"O streaming de {self.url} terminou sem 'data: [DONE]': a conexão caiu no meio da resposta.")
+        if not finished:
+            # llama-cpp-python's server does this to a stream when another request arrives.
+            raise JudgeStreamError(
+                f"O streaming de {self.url} terminou com [DONE] sem finish_reason: o servidor interrompeu a "
+                "geração. Com o servidor do llama-cpp-python use max_workers=1, stream=False ou inicie-o "
+                "com --interrupt_requests False.")
+        return "".join(parts)
 
     def _choice(self, data: Mapping[str, Any], number: int, key: str) -> str:
         if "error" in data:
@@ -975,7 +983,7 @@ def _score_one(index, entry, json_key, client, prompt_builder, parser, empty_sco
         return ScoreResult(index, empty_score, "empty_response",
                            reason=f"resposta do modelo vazia: nota {empty_score} sem consultar o juiz")
     key = cache_key(client.model, prompt)
-    reply = cache.get(key) if cache else None
+    reply = cache.get(key) if cache is not None else None
     cached = reply is not None
     if reply is None:
         try:
@@ -984,7 +992,7 @@ def _score_one(index, entry, json_key, client, prompt_builder, parser, empty_sco
             raise
         except JudgeError as exc:
             return ScoreResult(index, None, "error", reason=f"item {index}: {exc}")
-        if cache:
+        if cache is not None:
             cache.put(key, client.model, reply)
     score, feedback, reason = parser(reply)
     status = "scored" if score is not None else "unparsable"

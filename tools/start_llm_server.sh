@@ -73,8 +73,10 @@ if [ -f "$PID_FILE" ] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null \
     log "Servidor já está rodando (pid $(cat "$PID_FILE"))."
 else
     log "Iniciando o servidor em $BASE_URL (log: $LOG_FILE)..."
+    # --interrupt_requests False: by default a new request cuts off a running stream
+    # (it ends with [DONE] and no finish_reason), which breaks concurrent scoring.
     nohup "$PYTHON" -m llama_cpp.server --model "$GGUF" --host "$HOST" --port "$PORT" \
-        --n_ctx 2048 >"$LOG_FILE" 2>&1 &
+        --n_ctx 2048 --interrupt_requests False >"$LOG_FILE" 2>&1 &
     echo $! >"$PID_FILE"
 fi
 

