@@ -113,7 +113,8 @@ class InstructionDataset(Dataset):
 
     ``prompt_style`` picks the format (``"alpaca"`` or ``"phi3"``). With
     ``return_prompt_length=True`` each item is ``(token_ids, prompt_length)``, which
-    :func:`custom_collate_fn` uses for instruction masking.
+    :func:`custom_collate_fn` uses for instruction masking; ``prompt_length`` counts
+    the tokens of the instruction and input (the response header is not masked).
     """
 
     def __init__(self, data: Sequence[dict], tokenizer, prompt_style: str = "alpaca",
@@ -125,7 +126,10 @@ class InstructionDataset(Dataset):
         self.prompt_lengths: List[int] = []
         for entry in data:
             full_ids = encode_text(tokenizer, self.style.full_text(entry))
-            prompt_ids = encode_text(tokenizer, self.style.generation_prompt(entry))
+            # Masking covers the instruction (and input) only: the response header is
+            # trained, so a model trained with masking still writes it when, as in the
+            # seed, generation starts from the prompt alone.
+            prompt_ids = encode_text(tokenizer, self.style.prompt(entry))
             self.encoded_texts.append(full_ids)
             self.prompt_lengths.append(_common_prefix_length(full_ids, prompt_ids))
 

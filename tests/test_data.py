@@ -115,7 +115,7 @@ def test_dataset_tokenizes_prompt_and_response(gpt2_tokenizer):
     assert 50256 not in ds[0]                       # a literal <|endoftext|> stays text
     masked = InstructionDataset([entry], gpt2_tokenizer, return_prompt_length=True)
     ids, prompt_length = masked[0]
-    assert gpt2_tokenizer.decode(ids[prompt_length:]) == entry["output"]
+    assert gpt2_tokenizer.decode(ids[prompt_length:]) == "\n\n### Response:\n" + entry["output"]
 
 
 def test_split_sizes_follow_the_seed(mirror, tmp_path):
