@@ -40,6 +40,10 @@ class Profile:
     precision: str = "auto"          # see llmdefinitions.device.choose_precision
     generation_batch_size: int = 8
     judge_model: str = "llama3"
+    judge_url: str = "http://localhost:11434/api/chat"
+    # True only in `teste`: the judge is the stand-in server of llmdefinitions.testing
+    # (a test double that gives deterministic scores), because CI has no Ollama.
+    judge_stand_in: bool = False
     seed: int = 123
 
     @property
@@ -66,7 +70,8 @@ PROFILES = {
                       max_new_tokens=128, allowed_max_length=512),
     "teste": Profile("teste", "gpt2-tiny (test)", 24, 4, 4, batch_size=4, num_epochs=1,
                      max_steps=4, eval_freq=2, eval_iter=1, allowed_max_length=128,
-                     max_new_tokens=12, learning_rate=5e-4, generation_batch_size=4),
+                     max_new_tokens=12, learning_rate=5e-4, generation_batch_size=4,
+                     judge_stand_in=True),
 }
 
 
