@@ -15,6 +15,7 @@ public URL                                                       path in the mir
 ``…/gpt-2/models/<size>/{encoder.json,vocab.bpe}``               ``gpt2-tokenizer/<file>`` or ``gpt2/<size>/<file>``
 ``…/gpt-2/models/<size>/<other file>``                           ``gpt2/<size>/<file>``
 ``huggingface.co/<org>/<repo>/resolve/<rev>/<file>``             ``hf/<org>/<repo>/<file>``
+``…/ch07/03_model-evaluation/…/<file>``                          ``judge-reference/<file>``
 any other URL                                                    ``<file name>`` (e.g. ``instruction-data.json``)
 ==============================================================  ===============================
 """
@@ -84,6 +85,8 @@ def mirror_candidates(url: str) -> List[str]:
             candidates.append(f"gpt2/{size}/{name}")
         elif rest[:1] == ["encodings"]:
             candidates.append(f"gpt2-tokenizer/{name}")
+    if "03_model-evaluation" in parts:            # the book's judge scores and examples
+        candidates.append(f"judge-reference/{name}")
     if parsed.netloc.endswith("huggingface.co") and "resolve" in parts:
         repo = parts[:parts.index("resolve")]
         candidates.append("hf/" + "/".join(repo) + "/" + name)
