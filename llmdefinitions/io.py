@@ -31,6 +31,9 @@ def atomic_write(path: PathLike, write: Callable[[Any], None], mode: str = "w") 
             "Verifique se a pasta existe e se você tem permissão de escrita."
         ) from exc
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)   # mkstemp makes 0600; give the usual permissions
         kwargs = {"encoding": "utf-8", "newline": ""} if "b" not in mode else {}
         with os.fdopen(fd, mode, **kwargs) as handle:
             write(handle)

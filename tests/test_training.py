@@ -156,3 +156,16 @@ def test_model_is_not_copied_by_training():
     before = copy.deepcopy(model.state_dict())
     run(model, make_samples(8), print_samples=False)
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_resuming_a_finished_max_steps_run_does_no_extra_step(tmp_path):
+    samples = make_samples(24, seed=5)
+    model = new_model()
+    ckpt = tmp_path / "ckpt.pt"
+    run(model, samples, print_samples=False, checkpoint_path=ckpt, max_steps=2)
+    again = new_model(seed=1)
+    result = run(again, samples, print_samples=False, checkpoint_path=ckpt, resume=True, max_steps=2)
+    assert torch.load(ckpt, weights_only=False)["state"]["global_step"] == 1
+    for p, q in zip(model.parameters(), again.parameters()):
+        assert torch.equal(p, q)
+    assert len(result[0]) == 1
