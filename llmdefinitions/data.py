@@ -152,7 +152,8 @@ def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def _split_item(item) -> Tuple[Sequence[int], Optional[int]]:
-    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], int):
+    if (isinstance(item, tuple) and len(item) == 2 and not isinstance(item[0], int)
+            and isinstance(item[1], int)):
         return item[0], item[1]
     return item, None
 

@@ -276,12 +276,16 @@ def length_stats(
     prompt_style: str = "alpaca",
     context_length: int = GPT2_CONTEXT_LENGTH,
 ) -> LengthStats:
-    """Token lengths of ``data`` under ``prompt_style``; ``tokenizer`` has ``.encode(text, allowed_special=...)``."""
+    """Token lengths of ``data`` under ``prompt_style``, encoded as ``InstructionDataset`` does.
+
+    A literal ``<|endoftext|>`` in the text counts as plain text (see ``llmdefinitions.data``).
+    """
+    from .data import encode_text
+
     style = get_prompt_style(prompt_style)
-    allowed = {"<|endoftext|>"}
 
     def count(text: str) -> int:
-        return len(tokenizer.encode(text, allowed_special=allowed))
+        return len(encode_text(tokenizer, text))
 
     prompts, responses, totals = [], [], []
     for entry in data:

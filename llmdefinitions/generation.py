@@ -201,7 +201,9 @@ def generate_responses(model, tokenizer, entries: Sequence[dict], max_new_tokens
     from tqdm.auto import tqdm
 
     style = get_prompt_style(prompt_style)
-    prompts = [tokenizer.encode(style.prompt(e), allowed_special={"<|endoftext|>"}) for e in entries]
+    from .data import encode_text          # the same encoding rule as training
+
+    prompts = [encode_text(tokenizer, style.prompt(e)) for e in entries]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: List[Optional[str]] = [None] * len(prompts)
     with tqdm(total=len(prompts), desc="Gerando respostas", disable=not progress) as bar:

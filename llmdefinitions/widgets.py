@@ -68,7 +68,7 @@ def render_entry(entry: Mapping[str, str], tokenizer, index: Optional[int] = Non
     instruction masking learns from).
     """
     prompt_style = get_prompt_style(style)
-    prompt_text = prompt_style.generation_prompt(entry)
+    prompt_text = prompt_style.prompt(entry)       # what instruction masking hides
     ids, prompt_length = entry_tokens(entry, tokenizer, style)
     title = "Entrada" if index is None else f"Entrada {index}" + (f" (de {total}, contando do 0)" if total else "")
     chips = []
@@ -84,7 +84,7 @@ def render_entry(entry: Mapping[str, str], tokenizer, index: Optional[int] = Non
         f"<h4>{_esc(title)} — estilo '{_esc(prompt_style.name)}'</h4>"
         f'<div style="{_BOX} background:#fafafa; border:1px solid #ddd;">'
         f'<span style="{_PROMPT_STYLE}">{_esc(prompt_text)}</span>'
-        f'<span style="{_RESPONSE_STYLE}">{_esc(entry["output"])}</span></div>'
+        f'<span style="{_RESPONSE_STYLE}">{_esc(prompt_style.response_prefix + entry["output"])}</span></div>'
         f"<p><b>{len(ids)} tokens</b>: {prompt_length} do prompt (cinza), "
         f"{len(ids) - prompt_length} da resposta (verde). "
         "Cada quadro mostra o pedaço de texto e, embaixo, o id do token.</p>"

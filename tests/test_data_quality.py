@@ -71,7 +71,7 @@ class WordTokenizer:
     def __init__(self):
         self.allowed = []
 
-    def encode(self, text, allowed_special=frozenset()):
+    def encode(self, text, allowed_special=frozenset(), disallowed_special=()):
         self.allowed.append(allowed_special)
         return text.split()
 

@@ -134,6 +134,7 @@ def keep_checked_outputs(nb) -> None:
         if cell.cell_type != "code":
             continue
         if "nbval-check-output" in cell.metadata.get("tags", []):
+            cell.outputs = _merge_streams(cell.outputs)
             count += 1
             cell.execution_count = count
             for output in cell.outputs:
@@ -143,6 +144,19 @@ def keep_checked_outputs(nb) -> None:
         else:
             cell.outputs, cell.execution_count = [], None
     nb.metadata.pop("widgets", None)
+
+
+def _merge_streams(outputs: list) -> list:
+    """Join consecutive chunks of the same stream (a print may arrive in pieces)."""
+    merged: list = []
+    for output in outputs:
+        previous = merged[-1] if merged else None
+        if (output.get("output_type") == "stream" and previous is not None
+                and previous.get("output_type") == "stream" and previous.get("name") == output.get("name")):
+            previous["text"] = "".join(previous["text"]) + "".join(output["text"])
+        else:
+            merged.append(output)
+    return merged
 
 
 def build(name: str, run: bool = True) -> Path:
