@@ -66,13 +66,13 @@ def gpt2_tokenizer(tmp_path_factory):
 
 
 class WordTokenizer:
-    """Fake tokenizer: one token per whitespace-separated word; records allowed_special."""
+    """Fake tokenizer: one token per whitespace-separated word; records disallowed_special."""
 
     def __init__(self):
         self.allowed = []
 
     def encode(self, text, allowed_special=frozenset(), disallowed_special=()):
-        self.allowed.append(allowed_special)
+        self.allowed.append(disallowed_special)
         return text.split()
 
 
@@ -246,7 +246,7 @@ def test_length_stats_match_a_direct_computation_with_a_fake_tokenizer():
     ]
     tok = WordTokenizer()
     stats = length_stats(data, tok, context_length=70)
-    assert all("<|endoftext|>" in a for a in tok.allowed)
+    assert all(a == () for a in tok.allowed)       # special-token text counted as plain text
 
     header = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
     prompts = [len(header.split()) + 2 + len(e["instruction"].split())
@@ -272,7 +272,7 @@ def test_length_stats_with_gpt2_tokenizer_and_phi3(gpt2_tokenizer):
     for name in ("alpaca", "phi3"):
         style = get_prompt_style(name)
         stats = length_stats(data, gpt2_tokenizer, prompt_style=name)
-        enc = lambda t: len(gpt2_tokenizer.encode(t, allowed_special={"<|endoftext|>"}))  # noqa: E731
+        enc = lambda t: len(gpt2_tokenizer.encode(t, disallowed_special=()))  # noqa: E731
         assert stats.prompt_lengths == [enc(style.prompt(e)) for e in data]
         assert stats.response_lengths == [enc(style.response_prefix + e["output"]) for e in data]
         assert stats.total_lengths == [enc(style.full_text(e)) for e in data]
