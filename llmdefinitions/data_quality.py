@@ -512,12 +512,6 @@ def plot_length_histogram(
         ax.set_title(title)
     if len(series) > 1 or context_length is not None:
         ax.legend(loc="upper right")
-    fig.tight_layout()
-    if save_path is not None:
-        from .io import atomic_write
+    from .plotting import finish_figure
 
-        fmt = Path(save_path).suffix.lstrip(".") or "png"
-        atomic_write(save_path, lambda f: fig.savefig(f, format=fmt), mode="wb")
-    if show:
-        plt.show()
-    return fig
+    return finish_figure(fig, save_path, show)

@@ -14,6 +14,19 @@ def _pyplot():
     return plt
 
 
+def finish_figure(fig, save_path: Optional[PathLike] = None, show: bool = True):
+    """Tight layout, optional atomic save (format from the extension), optional show; returns ``fig``."""
+    from .io import atomic_write
+
+    fig.tight_layout()
+    if save_path is not None:
+        fmt = Path(save_path).suffix.lstrip(".") or "png"
+        atomic_write(save_path, lambda f: fig.savefig(f, format=fmt), mode="wb")
+    if show:
+        _pyplot().show()
+    return fig
+
+
 def plot_losses(
     epochs_seen: Sequence[float],
     tokens_seen: Sequence[int],
@@ -40,14 +53,7 @@ def plot_losses(
     ax2 = ax1.twiny()
     ax2.plot(list(tokens_seen), train_losses, alpha=0)
     ax2.set_xlabel("Tokens seen")
-    fig.tight_layout()
-    if save_path is not None:
-        from .io import atomic_write
-        fmt = Path(save_path).suffix.lstrip(".") or "png"
-        atomic_write(save_path, lambda f: fig.savefig(f, format=fmt), mode="wb")
-    if show:
-        plt.show()
-    return fig
+    return finish_figure(fig, save_path, show)
 
 
 def plot_score_histogram(
@@ -82,11 +88,4 @@ def plot_score_histogram(
     missing = len(values) - len(present)
     ax.set_title(title or f"{len(present)} de {len(values)} itens com nota"
                  + (f" ({missing} sem nota)" if missing else ""))
-    fig.tight_layout()
-    if save_path is not None:
-        from .io import atomic_write
-        fmt = Path(save_path).suffix.lstrip(".") or "png"
-        atomic_write(save_path, lambda f: fig.savefig(f, format=fmt), mode="wb")
-    if show:
-        plt.show()
-    return fig
+    return finish_figure(fig, save_path, show)
