@@ -1,18 +1,18 @@
-"""Shared fixtures: the offline mirror (../shared/data) and the real GPT-2 tokenizer from it."""
+"""Shared fixtures: the real public files (see shared_data.py) and the GPT-2 tokenizer from them."""
 from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+import shared_data as _shared
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The folder with the real dataset and tokenizer files (CI keeps it beside the repo)."""
-    if not (SHARED_DATA / "instruction-data.json").is_file():
-        pytest.fail(f"Pasta de dados compartilhada não encontrada em {SHARED_DATA} "
-                    "(o CI a coloca ao lado do repositório como ../shared/data).")
-    return SHARED_DATA
+    """The folder with the real dataset, tokenizer and judge files, laid out as the mirror."""
+    try:
+        return _shared.locate()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture()

@@ -25,7 +25,9 @@ from llmdefinitions.generation import sft_model_filename
 from llmdefinitions.profiles import load_profile
 
 REPO = Path(__file__).resolve().parents[1]
-MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data"
+import shared_data  # noqa: E402  (tests/shared_data.py)
+
+MIRROR = shared_data.locate()   # ../shared/data, or the same public files downloaded
 PROFILE = load_profile("teste")
 MODEL_FILE = sft_model_filename(PROFILE.model_name)
 RESPONSE_KEYS = {"instruction", "input", "output", "model_response"}

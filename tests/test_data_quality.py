@@ -1,13 +1,10 @@
 """Tests of llmdefinitions.data_quality: duplicates, overlap, lengths, report, plot."""
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
-import os
 import random
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +28,10 @@ from llmdefinitions.data_quality import (
 )
 from llmdefinitions.prompts import get_prompt_style
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+import shared_data  # noqa: E402  (tests/shared_data.py)
+
+SHARED_DATA = shared_data.locate()   # ../shared/data, or the same public files downloaded
 REAL_DATA = SHARED_DATA / "instruction-data.json"
-TOKENIZER_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
 
 
 def _need(path: Path) -> Path:
@@ -45,24 +43,7 @@ def _need(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def gpt2_tokenizer(tmp_path_factory):
-    """tiktoken's real GPT-2 encoding, loaded offline from shared/data/gpt2-tokenizer."""
-    import tiktoken
-
-    cache = tmp_path_factory.mktemp("tiktoken-cache")
-    for name in ("vocab.bpe", "encoder.json"):
-        src = _need(SHARED_DATA / "gpt2-tokenizer" / name)
-        shutil.copy(src, cache / hashlib.sha1((TOKENIZER_URL + name).encode()).hexdigest())
-    old = os.environ.get("TIKTOKEN_CACHE_DIR")
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
-    try:
-        return tiktoken.get_encoding("gpt2")
-    finally:
-        if old is None:
-            del os.environ["TIKTOKEN_CACHE_DIR"]
-        else:
-            os.environ["TIKTOKEN_CACHE_DIR"] = old
+# The real GPT-2 tokenizer comes from the `gpt2_tokenizer` fixture of tests/conftest.py.
 
 
 class WordTokenizer:

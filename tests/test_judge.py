@@ -23,7 +23,9 @@ from llmdefinitions.judge import (
 from llmdefinitions.prompts import format_input
 from llmdefinitions.testing.fake_llm_server import FakeLLMServer, Reply, overlap_judge, word_overlap
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+import shared_data  # noqa: E402  (tests/shared_data.py)
+
+SHARED_DATA = shared_data.locate()   # ../shared/data, or the same public files downloaded
 FAST = {"backoff": 0.01, "timeout": 5.0}
 
 
