@@ -37,10 +37,23 @@ _EXPORTS = {
     "generate": "generation",
     "text_to_token_ids": "generation",
     "token_ids_to_text": "generation",
+    "generate_batch": "generation",
+    "generate_responses": "generation",
+    "save_responses": "generation",
     "plot_losses": "plotting",
+    "plot_score_histogram": "plotting",
     "check_if_running": "judge",
+    "check_server": "judge",
     "query_model": "judge",
     "generate_model_scores": "judge",
+    "score_responses": "judge",
+    "parse_score": "judge",
+    "judge_agreement": "judge",
+    "LoRALayer": "lora",
+    "LinearWithLoRA": "lora",
+    "replace_linear_with_lora": "lora",
+    "load_profile": "profiles",
+    "choose_device": "device",
 }
 
 __all__ = sorted(_EXPORTS)
