@@ -113,6 +113,14 @@ class LoRALayer(nn.Module):
                 f"alpha={self.alpha}, scaling={self.scaling!r}")
 
 
+def _lora_dtype(linear: nn.Module) -> torch.dtype:
+    """Float dtype for the adapter: the base weight's, or the compute dtype of a quantized
+    (e.g. 4-bit bitsandbytes, stored as uint8) layer, else float32."""
+    if linear.weight.is_floating_point():
+        return linear.weight.dtype
+    return getattr(linear, "compute_dtype", None) or torch.float32
+
+
 class LinearWithLoRA(nn.Module):
     """A frozen-able ``nn.Linear`` plus a :class:`LoRALayer`: ``linear(x) + lora(x)``.
 
@@ -127,7 +135,7 @@ class LinearWithLoRA(nn.Module):
         self.linear = linear
         self.lora = LoRALayer(linear.in_features, linear.out_features, rank, alpha,
                               dropout=dropout, scaling=scaling,
-                              device=linear.weight.device, dtype=linear.weight.dtype)
+                              device=linear.weight.device, dtype=_lora_dtype(linear))
         self.merged = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

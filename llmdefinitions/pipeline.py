@@ -6,6 +6,7 @@ where another stopped, and an interrupted run resumes.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -135,9 +136,23 @@ def make_loaders(profile: Profile, prepared: PreparedData, device, num_workers: 
 
 def ensure_checkpoint(profile: Profile, paths: RunPaths) -> None:
     """For the tiny test model: write its random checkpoint in OpenAI's format (once)."""
-    if profile.is_tiny and not (paths.models_dir / "tiny" / "model.ckpt.index").is_file():
-        write_random_gpt2_checkpoint(get_config(profile.model_name), paths.models_dir / "tiny",
-                                     seed=profile.seed)
+    target = paths.models_dir / "tiny"
+    if profile.is_tiny and not (target / "model.ckpt.index").is_file():
+        # Written in a private folder and moved into place whole, so that a reader
+        # (another notebook running at the same time) never sees half a checkpoint.
+        import shutil
+        import tempfile
+
+        paths.models_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=paths.models_dir))
+        try:
+            write_random_gpt2_checkpoint(get_config(profile.model_name), staging, seed=profile.seed)
+            try:
+                os.replace(staging, target)
+            except OSError:                     # someone else finished first: keep theirs
+                pass
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def load_pretrained(profile: Profile, paths: RunPaths, device) -> GPTModel:
