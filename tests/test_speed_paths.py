@@ -1,0 +1,237 @@
+"""The fast paths give the seed's results: batch sampler, loaders, optimizer, batched generation."""
+import math
+from functools import partial
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from llmdefinitions.batching import (SEED_SETTINGS, LengthGroupedBatchSampler, make_train_loader,
+                                     sample_lengths, speed_settings)
+from llmdefinitions.data import InstructionDataset, custom_collate_fn, download_and_load_file, split_data
+from llmdefinitions.generation import generate, generate_batch, generate_responses, extract_response
+from llmdefinitions.model import GPTModel
+from llmdefinitions.prompts import get_prompt_style
+from llmdefinitions.training import (calc_loss_batch, compile_model, make_optimizer, optimizer_kind,
+                                     train_model_simple)
+
+CFG = {"vocab_size": 50257, "context_length": 256, "emb_dim": 16, "n_heads": 2, "n_layers": 2,
+       "drop_rate": 0.0, "qkv_bias": True}
+EOS = 50256
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread is faster, and far faster when other processes share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def entries(shared_data):
+    return download_and_load_file(shared_data / "instruction-data.json")
+
+
+@pytest.fixture(scope="module")
+def train_set(entries, gpt2_tokenizer):
+    return InstructionDataset(split_data(entries).train[:120], gpt2_tokenizer)
+
+
+def new_model(seed=0):
+    torch.manual_seed(seed)
+    return GPTModel(CFG)
+
+
+# --- the length-grouped batch sampler ----------------------------------------------------------
+
+def padding_ratio(batches, lengths):
+    return sum(max(lengths[i] for i in b) * len(b) for b in batches) / sum(lengths)
+
+
+def test_sampler_covers_every_index_once_per_epoch_with_similar_lengths(train_set):
+    lengths = sample_lengths(train_set)
+    assert lengths == [len(ids) for ids in train_set.encoded_texts]
+    sampler = LengthGroupedBatchSampler(lengths, batch_size=8, seed=1, bucket_size_multiplier=5)
+    epochs = [list(sampler) for _ in range(3)]
+    for batches in epochs:
+        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+        assert len(batches) == len(sampler) == math.ceil(len(lengths) / 8)
+        assert padding_ratio(batches, lengths) < 1.06          # seed's random batches: ~1.2
+    assert epochs[0] != epochs[1]                              # a new shuffle every epoch
+    random_batches = [list(range(i, i + 8)) for i in range(0, len(lengths), 8)]
+    assert padding_ratio(epochs[0], lengths) < padding_ratio(random_batches, lengths)
+    again = LengthGroupedBatchSampler(lengths, batch_size=8, seed=1, bucket_size_multiplier=5)
+    assert list(again) == epochs[0]                            # reproducible from the seed
+    again.set_epoch(2)
+    assert list(again) == epochs[2]
+
+
+def test_sampler_drop_last_no_shuffle_and_torch_seed():
+    lengths = [5, 1, 9, 3, 7, 2, 8, 4, 6, 10, 11]
+    dropped = LengthGroupedBatchSampler(lengths, 4, drop_last=True, seed=0)
+    assert len(dropped) == 2 and all(len(b) == 4 for b in dropped)
+    ordered = list(LengthGroupedBatchSampler(lengths, 4, shuffle=False))
+    assert [[lengths[i] for i in b] for b in ordered] == [[11, 10, 9, 8], [7, 6, 5, 4], [3, 2, 1]]
+    unseeded = LengthGroupedBatchSampler(lengths, 4)           # drawn from torch's generator
+    torch.manual_seed(5)
+    first = list(unseeded)
+    torch.manual_seed(5)
+    assert list(unseeded) == first
+    with pytest.raises(ValueError):
+        LengthGroupedBatchSampler(lengths, 0)
+
+
+def test_grouped_loader_batches_similar_lengths(train_set):
+    torch.manual_seed(0)
+    loader = make_train_loader(train_set, batch_size=8, batching="grouped")
+    seen = sum(int(b[0].shape[0]) for b in loader)
+    assert seen == len(loader) * 8 == (len(train_set) // 8) * 8   # drop_last as the seed
+
+
+# --- the seed's behaviour with one setting ----------------------------------------------------
+
+def test_seed_setting_reproduces_the_seeds_loader_and_loss_exactly(train_set):
+    settings = speed_settings("cpu", preset="seed")
+    assert settings == SEED_SETTINGS and settings.is_seed
+    assert (settings.precision, settings.batching, settings.fused_optimizer) == ("fp32", "random", False)
+    model = new_model()
+    torch.manual_seed(123)
+    seed_loader = DataLoader(train_set, batch_size=8, shuffle=True, drop_last=True,
+                             collate_fn=partial(custom_collate_fn, device="cpu", allowed_max_length=1024))
+    expected = [(x, y) for x, y in seed_loader][:2]
+    torch.manual_seed(123)
+    ours = list(make_train_loader(train_set, batch_size=8, batching=settings.batching))[:2]
+    with torch.no_grad():
+        for (x, y), (a, b) in zip(expected, ours):
+            assert torch.equal(x, a) and torch.equal(y, b)
+            seed_loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+            assert calc_loss_batch(a, b, model, "cpu").item() == pytest.approx(seed_loss.item(), abs=1e-6)
+            assert torch.equal(calc_loss_batch(a, b, model, "cpu"), calc_loss_batch(x, y, model, "cpu"))
+    # the fast default packs those same batches: same loss up to float rounding
+    torch.manual_seed(123)
+    packed = list(make_train_loader(train_set, batch_size=8, batching="packed"))[:2]
+    with torch.no_grad():
+        for (x, y), batch in zip(expected, packed):
+            assert len(batch) == 4 and int((batch[1] != -100).sum()) == int((y != -100).sum())
+            assert calc_loss_batch(*batch[:2], model, "cpu", *batch[2:]).item() == pytest.approx(
+                calc_loss_batch(x, y, model, "cpu").item(), abs=1e-5)
+
+
+def test_auto_settings_per_device():
+    cpu = speed_settings("cpu")
+    assert cpu.batching == "packed" and cpu.fused_optimizer == "auto" and not cpu.compile
+    assert cpu.precision in ("fp32", "bf16")
+    assert speed_settings("cpu", compile=True).compile
+    with pytest.raises(ValueError):
+        speed_settings("cpu", preset="turbo")
+    with pytest.raises(ValueError):
+        make_train_loader([], batching="sorted")
+
+
+def test_packed_batches_train_like_padded_ones(train_set):
+    """One SGD step on the seed's batch, padded or packed, lands on the same weights."""
+    torch.manual_seed(7)
+    padded = next(iter(make_train_loader(train_set, batch_size=4, batching="random")))
+    torch.manual_seed(7)
+    packed = next(iter(make_train_loader(train_set, batch_size=4, batching="packed")))
+    results = []
+    for batch in (padded, packed):
+        model = new_model(3)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        train_model_simple(model, [batch], [batch], optimizer, "cpu", num_epochs=1, eval_freq=1,
+                           eval_iter=1, start_context="", tokenizer=None, progress=False,
+                           print_samples=False)
+        results.append(torch.nn.utils.parameters_to_vector(model.parameters()))
+    assert (results[0] - results[1]).abs().max().item() <= 1e-5
+
+
+# --- optimizer factory and compile helper ------------------------------------------------------
+
+def test_make_optimizer_fused_where_available_and_the_seeds_default():
+    model = new_model()
+    seed_opt = make_optimizer(model, fused=False)
+    assert optimizer_kind(seed_opt) == "for-loop"
+    assert seed_opt.defaults["lr"] == 5e-5 and seed_opt.defaults["weight_decay"] == 0.1
+    auto = make_optimizer(model, lr=1e-3, weight_decay=0.0)
+    assert optimizer_kind(auto) in ("fused", "for-loop")
+    if optimizer_kind(auto) == "for-loop":
+        pytest.skip("this torch has no fused AdamW on the CPU")
+    # fused and for-loop AdamW take the same step
+    x = torch.randint(0, 50257, (2, 12))
+    steps = []
+    for fused in (False, True):
+        m = new_model()
+        opt = make_optimizer(m, lr=1e-3, fused=fused)
+        for _ in range(2):
+            opt.zero_grad()
+            calc_loss_batch(x, x, m, "cpu").backward()
+            opt.step()
+        steps.append(torch.nn.utils.parameters_to_vector(m.parameters()))
+    # Same math, other rounding: where a gradient is ~0, Adam's g / sqrt(v) magnifies it.
+    diff = (steps[0] - steps[1]).abs()
+    assert diff.max().item() <= 0.05 * 1e-3 and (diff > 1e-7).float().mean().item() < 1e-3
+    with pytest.raises(ValueError):
+        make_optimizer(model, fused="yes")
+
+
+def test_compile_model_off_is_a_no_op():
+    model = new_model()
+    assert compile_model(model, enabled=False) is model
+    assert not hasattr(model.trf_blocks[0], "_compiled_call_impl") or model.trf_blocks[0]._compiled_call_impl is None
+
+
+# --- batched generation with a KV cache == one prompt at a time --------------------------------
+
+@pytest.fixture(scope="module")
+def prompts(entries, gpt2_tokenizer):
+    """Real prompts of very different lengths (4 to ~250 tokens), one with an end-of-text inside."""
+    style = get_prompt_style("alpaca")
+    encoded = [gpt2_tokenizer.encode(style.prompt(e), allowed_special={"<|endoftext|>"}) for e in entries]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    shortest, longest, middle = encoded[order[0]], encoded[order[-1]], encoded[order[len(order) // 2]]
+    with_eos = middle[:10] + [EOS] + middle[10:]
+    very_long = (longest + middle + shortest)[:220]
+    return [shortest, very_long, middle[-4:], with_eos, longest, middle]
+
+
+def one_at_a_time(model, prompts, max_new_tokens, eos_id=None, use_cache=False):
+    out = []
+    for p in prompts:
+        ids = generate(model, torch.tensor([p]), max_new_tokens, 256, eos_id=eos_id, use_cache=use_cache)
+        out.append(ids[0, len(p):].tolist())
+    return out
+
+
+def test_batched_generation_equals_one_at_a_time(prompts):
+    model = new_model(4).eval()
+    singles = one_at_a_time(model, prompts, 12)                       # the seed's way, no cache
+    assert one_at_a_time(model, prompts, 12, use_cache=True) == singles
+    assert generate_batch(model, prompts, 12) == singles
+    # an end-of-text in the middle: the row that produces it stops there, the others go on
+    eos = singles[3][5]
+    expected = [row[:row.index(eos)] if eos in row else row for row in singles]
+    assert any(len(row) < 12 for row in expected) and any(len(row) == 12 for row in expected)
+    assert one_at_a_time(model, prompts, 12, eos_id=eos) == expected
+    assert generate_batch(model, prompts, 12, eos_id=eos) == expected
+    for size in (1, 2, 4):                                             # any grouping of rows
+        got = []
+        for start in range(0, len(prompts), size):
+            got += generate_batch(model, prompts[start:start + size], 12, eos_id=eos)
+        assert got == expected
+
+
+def test_generate_responses_on_the_test_set_equals_the_seeds_loop(entries, gpt2_tokenizer):
+    model = new_model(5).eval()
+    test = split_data(entries).test[:10]
+    style = get_prompt_style("alpaca")
+    expected = []
+    for entry in test:                                  # the seed: one entry at a time, no cache
+        ids = torch.tensor([gpt2_tokenizer.encode(style.prompt(entry), allowed_special={"<|endoftext|>"})])
+        out = generate(model, ids, 8, 256, eos_id=EOS, use_cache=False)
+        expected.append(extract_response(gpt2_tokenizer.decode(out[0, ids.shape[1]:].tolist())))
+    for batch_size in (3, 8):
+        got = generate_responses(model, gpt2_tokenizer, test, max_new_tokens=8, batch_size=batch_size,
+                                 context_size=256, progress=False)
+        assert got == expected
