@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 import shared_data as _shared
 
@@ -41,3 +42,23 @@ def gpt2_tokenizer(shared_data, tmp_path_factory):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one thread is faster, and far faster when other processes share the CPU.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def entries(shared_data):
+    """The course's 1,100 real instruction entries."""
+    from llmdefinitions.data import download_and_load_file
+
+    return download_and_load_file(shared_data / "instruction-data.json")

@@ -28,13 +28,7 @@ from llmdefinitions.model import GPTModel
 TINY = {**get_config("gpt2-tiny (test)"), "vocab_size": 512}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models here are tiny: threads only add overhead (and stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed: int = 0) -> GPTModel:

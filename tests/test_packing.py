@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from llmdefinitions.data import InstructionDataset, custom_collate_fn, download_and_load_file
+from llmdefinitions.data import InstructionDataset, custom_collate_fn
 from llmdefinitions.model import GPTModel
 from llmdefinitions.packing import (PackedDataset, build_packed_batch, collate_packed_rows,
                                     naive_concatenation_leak, pack_lengths, packed_collate_fn,
@@ -15,18 +15,7 @@ CFG = {"vocab_size": 50257, "context_length": 256, "emb_dim": 16, "n_heads": 2, 
 EOS = 50256
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is faster, and far faster when other processes share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def entries(shared_data):
-    return download_and_load_file(shared_data / "instruction-data.json")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from llmdefinitions.batching import (SEED_SETTINGS, LengthGroupedBatchSampler, make_train_loader,
                                      sample_lengths, speed_settings)
-from llmdefinitions.data import InstructionDataset, custom_collate_fn, download_and_load_file, split_data
+from llmdefinitions.data import InstructionDataset, custom_collate_fn, split_data
 from llmdefinitions.generation import generate, generate_batch, generate_responses, extract_response
 from llmdefinitions.model import GPTModel
 from llmdefinitions.prompts import get_prompt_style
@@ -20,18 +20,7 @@ CFG = {"vocab_size": 50257, "context_length": 256, "emb_dim": 16, "n_heads": 2, 
 EOS = 50256
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is faster, and far faster when other processes share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def entries(shared_data):
-    return download_and_load_file(shared_data / "instruction-data.json")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
