@@ -172,12 +172,11 @@ def finetune(profile: Profile, paths: RunPaths, model, prepared: PreparedData, l
     A checkpoint is written after each epoch (and every ``checkpoint_every`` steps if
     > 0); with ``resume=True`` an interrupted run continues from it.
     """
-    from .training import train_model_simple
+    from .training import make_optimizer, train_model_simple
 
     train_loader, val_loader, _ = loaders
     torch.manual_seed(profile.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=profile.learning_rate,
-                                  weight_decay=profile.weight_decay)
+    optimizer = make_optimizer(model, lr=profile.learning_rate, weight_decay=profile.weight_decay)
     history = train_model_simple(
         model, train_loader, val_loader, optimizer, device,
         num_epochs=profile.num_epochs, eval_freq=profile.eval_freq, eval_iter=profile.eval_iter,
