@@ -12,7 +12,7 @@ import os
 import random
 import warnings
 from pathlib import Path
-from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import Dataset
@@ -211,9 +211,3 @@ def custom_collate_fn(
 def target_token_count(targets: torch.Tensor, ignore_index: int = -100) -> int:
     """Number of positions that count in the loss."""
     return int((targets != ignore_index).sum())
-
-
-def iter_entries_text(data: Iterable[dict], prompt_style: str = "alpaca") -> Iterable[str]:
-    """Full training text of each entry (prompt + response) in ``prompt_style``."""
-    style = get_prompt_style(prompt_style)
-    return (style.full_text(entry) for entry in data)

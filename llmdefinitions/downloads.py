@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 from urllib.parse import urlparse
 
 PathLike = Union[str, os.PathLike]
@@ -258,9 +258,3 @@ def download_file(
         f"Não foi possível baixar {url} para '{destination}' após {retries} tentativa(s) "
         f"por endereço. Erros: {'; '.join(errors[-3:])}.{hint}"
     )
-
-
-def existing_or_download(urls: Iterable[str], folder: PathLike, **kwargs) -> List[Path]:
-    """Download several URLs into ``folder`` (file name = last part of the URL)."""
-    folder = Path(folder)
-    return [download_file(u, folder / u.rsplit("/", 1)[-1], **kwargs) for u in urls]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,24 +290,6 @@ def _optimizer_step(model, optimizer, group, device, precision, scaler, grad_cli
         scaler.update()
     else:
         optimizer.step()
-
-
-def format_duration(seconds: float) -> str:
-    """``"2.35 minutos"`` style (as the seed prints it)."""
-    return f"{seconds / 60:.2f} minutos"
-
-
-class Timer:
-    """``with Timer() as t: ...`` then ``t.minutes``."""
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.start
-        self.minutes = self.seconds / 60
-        return False
 
 
 def make_optimizer(model, lr: float = 5e-5, weight_decay: float = 0.1,
