@@ -22,9 +22,11 @@ from llmdefinitions import judge
 
 pytestmark = pytest.mark.llm_server
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+import shared_data  # noqa: E402  (tests/shared_data.py)
+
+SHARED_DATA = shared_data.locate()   # ../shared/data, or the same public files downloaded
 HOW_TO_START = ("Inicie-o com `bash tools/start_llm_server.sh` (instala llama-cpp-python e o "
-                "SmolLM2-135M, ~4 min na primeira vez) e rode o `export LLMDEF_LLM_SERVER_URL=...` que ele imprime.")
+                "SmolLM2-135M; a compilação leva ~13 min em 2 núcleos na primeira vez) e rode o `export LLMDEF_LLM_SERVER_URL=...` que ele imprime.")
 N_ITEMS = 5
 REAL = {"timeout": 120.0, "retries": 1, "backoff": 1.0, "options": {"num_predict": 24}}
 

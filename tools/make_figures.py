@@ -111,6 +111,18 @@ def token_role(value) -> str:
     return "instrucao"
 
 
+def target_roles(row) -> list:
+    """Roles of a target row: the first end-of-text is the kept one ("fim"), the rest by value."""
+    out, seen = [], False
+    for v in row:
+        if v == PAD_ID and not seen:
+            out.append("fim")
+            seen = True
+        else:
+            out.append(token_role(v))
+    return out
+
+
 def tiles(ax, x, y, values, w=4.6, h=2.6, gap=0.35, fontsize=9.5, roles=None):
     """A row of token tiles starting at (x, y); ``roles`` overrides the colors."""
     for i, value in enumerate(values):
@@ -302,22 +314,12 @@ def fig_etapas_collate():
             roles = roles_fn(r) if roles_fn else None
             tiles(ax, x, top - 5.0 - i * 3.1, r, w=w, h=h, gap=gap, fontsize=fs, roles=roles)
 
-    def kept_roles(r):
-        out, seen = [], False
-        for v in r:
-            if v == PAD_ID and not seen:
-                out.append("fim")
-                seen = True
-            else:
-                out.append(token_role(v))
-        return out
-
     block(left, 43.5, batch, "amostras tokenizadas")
     block(right, 43.5, padded, "preenchidas até 5 + 1 = 6")
     block(left, 30.5, inputs, "entradas = preenchidas[:-1]")
     block(right, 30.5, targets, "alvos = preenchidas[1:]")
-    block(left, 17.5, targets, "alvos do passo 2.4", kept_roles)
-    block(right, 17.5, masked, "alvos finais", kept_roles)
+    block(left, 17.5, targets, "alvos do passo 2.4", target_roles)
+    block(right, 17.5, masked, "alvos finais", target_roles)
     for top in (43.5, 30.5, 17.5):
         arrow(ax, (left + 6 * (w + gap) + 0.3, top - 6.8), (right - 0.8, top - 6.8), color=SOFT)
     legend(ax, 6, 2.6, [("instrucao", "token"), ("preench", "preenchimento 50256"),
@@ -398,16 +400,6 @@ def fig_mascara():
     before = [[1, 2, 3, 4, PAD_ID], [6, PAD_ID, PAD_ID, PAD_ID, PAD_ID], [8, 9, PAD_ID, PAD_ID, PAD_ID]]
     after = [[1, 2, 3, 4, PAD_ID], [6, PAD_ID, -100, -100, -100], [8, 9, PAD_ID, -100, -100]]
 
-    def roles(r):
-        out, seen = [], False
-        for v in r:
-            if v == PAD_ID and not seen:
-                out.append("fim")
-                seen = True
-            else:
-                out.append(token_role(v))
-        return out
-
     w, gap = 5.6, 0.5
     xl, xr = 12.0, 60.0
     text(ax, xl, 41.5, "alvos do passo 2.4", size=11, color=SOFT, style="italic")
@@ -416,7 +408,7 @@ def fig_mascara():
         y = 34 - i * 6
         text(ax, 1.5, y + 1.5, f"amostra {i + 1}", size=10, color=SOFT)
         tiles(ax, xl, y, b, w=w, h=3.2, gap=gap, roles=[token_role(v) for v in b])
-        tiles(ax, xr, y, a, w=w, h=3.2, gap=gap, roles=roles(a))
+        tiles(ax, xr, y, a, w=w, h=3.2, gap=gap, roles=target_roles(a))
         arrow(ax, (xl + 5 * (w + gap) + 1.0, y + 1.6), (xr - 1.5, y + 1.6), color=SOFT)
     # callouts
     kx = xr + 2 * (w + gap) + w / 2
