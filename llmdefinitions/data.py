@@ -20,9 +20,11 @@ from torch.utils.data import Dataset
 from .downloads import DATASET_URL, download_file
 from .io import read_json
 from .prompts import get_prompt_style
+from .tokenizer import END_OF_TEXT_ID, encode_text
 
 PathLike = Union[str, os.PathLike]
 REQUIRED_FIELDS = ("instruction", "input", "output")
+IGNORE_INDEX = -100   # targets with this value do not count in the loss (PyTorch's default)
 
 
 class DatasetError(ValueError):
@@ -101,11 +103,6 @@ def split_data(data: Sequence, train_frac: float = 0.85, test_frac: float = 0.10
     return DataSplit(items[:train_portion],
                      items[train_portion:train_portion + test_portion],
                      items[train_portion + test_portion:])
-
-
-def encode_text(tokenizer, text: str) -> List[int]:
-    """Token ids of ``text``; special-token strings inside it are plain text (see module doc)."""
-    return tokenizer.encode(text, disallowed_special=())
 
 
 class InstructionDataset(Dataset):

@@ -19,6 +19,17 @@ END_OF_TEXT = "<|endoftext|>"
 END_OF_TEXT_ID = 50256
 
 
+def encode_text(tokenizer, text: str) -> list:
+    """Token ids of ``text`` under the course's one encoding rule.
+
+    A literal ``<|endoftext|>`` written inside a text (an entry, a prompt) is
+    encoded as ordinary text, never as the control token: the only end-of-text
+    id in a sequence is the one the code appends (the collate, generation's stop).
+    Training, generation, length statistics and widgets all encode through here.
+    """
+    return tokenizer.encode(text, disallowed_special=())
+
+
 def tiktoken_cache_dir() -> Path:
     """The folder tiktoken reads its cache from (same rule as tiktoken itself)."""
     for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
