@@ -1,28 +1,28 @@
-"""How training batches are formed, and the speed settings of training in one place.
+"""How training batches are formed.
 
 * :class:`LengthGroupedBatchSampler` — batches of samples of similar length (less
   padding), in random order, every sample once per epoch; use it as
   ``DataLoader(dataset, batch_sampler=..., collate_fn=custom_collate_fn)``;
 * :func:`make_train_loader` — the training ``DataLoader`` for a batching mode:
-  ``"random"`` (the seed's: shuffled batches padded to their longest sample),
-  ``"grouped"`` (the sampler above) or ``"packed"`` (the seed's shuffled batches,
+  ``"random"`` (the book's: shuffled batches padded to their longest sample),
+  ``"grouped"`` (the sampler above) or ``"packed"`` (the book's shuffled batches,
   each packed by :func:`llmdefinitions.packing.packed_collate_fn`: the same
   training, without the padding);
-* :func:`speed_settings` — the defaults per device (``preset="auto"``), or the
-  seed's behaviour with one setting (``preset="seed"``).
+
+Which mode a run uses is a field of :class:`llmdefinitions.profiles.Profile` (``batching``).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import partial
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import Iterator, List, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from .tokenizer import END_OF_TEXT_ID
+
 BATCHING_MODES = ("random", "grouped", "packed")
-SPEED_PRESETS = ("auto", "seed")
 
 
 class LengthGroupedBatchSampler(Sampler[List[int]]):
@@ -37,7 +37,7 @@ class LengthGroupedBatchSampler(Sampler[List[int]]):
 
     ``seed=None`` draws the epoch's shuffle from torch's global generator when
     iteration starts (like ``RandomSampler``), so ``torch.manual_seed`` and the
-    exact resume of ``train_model_simple`` apply; an int ``seed`` gives epoch ``e``
+    exact resume of ``trainer.train_model`` apply; an int ``seed`` gives epoch ``e``
     the shuffle of ``seed + e`` (the epoch advances on each pass, or ``set_epoch``).
     """
 
@@ -97,29 +97,26 @@ class LengthGroupedBatchSampler(Sampler[List[int]]):
 
 def sample_lengths(dataset) -> List[int]:
     """Token count of every sample of ``dataset`` (items ``ids`` or ``(ids, prompt_length)``)."""
+    from .data import as_sample
+
     encoded = getattr(dataset, "encoded_texts", None)
     if encoded is not None and len(encoded) == len(dataset):
         return [len(ids) for ids in encoded]
-    lengths = []
-    for i in range(len(dataset)):
-        item = dataset[i]
-        ids = item[0] if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], int) else item
-        lengths.append(len(ids))
-    return lengths
+    return [len(as_sample(dataset[i]).token_ids) for i in range(len(dataset))]
 
 
 def make_train_loader(dataset, batch_size: int = 8, batching: str = "packed", device="cpu",
                       allowed_max_length: Optional[int] = 1024, mask_instruction: bool = False,
                       shuffle: bool = True, drop_last: bool = True, seed: Optional[int] = None,
-                      bucket_size_multiplier: int = 50, pad_token_id: int = 50256,
+                      bucket_size_multiplier: int = 50, pad_token_id: int = END_OF_TEXT_ID,
                       num_workers: int = 0) -> DataLoader:
     """The training ``DataLoader`` for ``batching`` (one of ``"random"``, ``"grouped"``, ``"packed"``).
 
-    ``"random"`` is the seed's loader exactly (``shuffle=True, drop_last=True``,
+    ``"random"`` is the book's loader exactly (``shuffle=True, drop_last=True``,
     ``custom_collate_fn``): same batches for the same ``torch.manual_seed``.
     ``"packed"`` takes those same batches and packs each into rows of at most
     ``allowed_max_length`` tokens (1024 if None): batches of 4 tensors. ``"grouped"``
-    pads like the seed but batches samples of similar length
+    pads like the book but batches samples of similar length
     (:class:`LengthGroupedBatchSampler`, shuffle drawn from torch's generator
     unless ``seed``).
     """
@@ -143,63 +140,4 @@ def make_train_loader(dataset, batch_size: int = 8, batching: str = "packed", de
                       collate_fn=collate, num_workers=num_workers)
 
 
-@dataclass(frozen=True)
-class SpeedSettings:
-    """Every speed option of training, resolved for one device.
-
-    ``precision`` for :func:`llmdefinitions.device.choose_precision`; ``batching``
-    for :func:`make_train_loader`; ``fused_optimizer`` for
-    :func:`llmdefinitions.training.make_optimizer`; ``compile`` for
-    :func:`llmdefinitions.training.compile_model`; ``generation_batch_size`` for
-    :func:`llmdefinitions.generation.generate_responses` (1 = the seed's one prompt at
-    a time).
-    """
-
-    precision: str = "auto"
-    batching: str = "packed"
-    fused_optimizer: Union[bool, str] = "auto"
-    compile: bool = False
-    generation_batch_size: int = 8
-
-    @property
-    def is_seed(self) -> bool:
-        return self == SEED_SETTINGS
-
-
-# The seed's behaviour: fp32, shuffled batches padded to their longest sample,
-# torch's default AdamW (a for-loop over the parameters on the CPU), eager mode,
-# answers generated one prompt at a time.
-SEED_SETTINGS = SpeedSettings(precision="fp32", batching="random", fused_optimizer=False, compile=False,
-                              generation_batch_size=1)
-
-
-def speed_settings(device: Union[str, torch.device] = "cpu", preset: str = "auto",
-                   **overrides) -> SpeedSettings:
-    """Speed settings for ``device``: ``preset="seed"`` reproduces the seed, ``"auto"`` is fast.
-
-    ``"auto"``: precision chosen by the device (bf16/fp16 on GPUs; fp32 on CPUs
-    without native bf16), the seed's batches packed (no padding, same samples per
-    step), fused AdamW where torch has it (the CPU included), no ``torch.compile``
-    (its compile time outweighs its gain on short runs; turn it on with
-    ``compile=True``), answers generated 32 prompts at a time on a CPU (decoding
-    reads every weight once per step whatever the batch, so more rows per step cost
-    little: ~4x less time per token than 8 on 2 cores) and 64 on a GPU. Keyword
-    ``overrides`` replace single fields.
-    """
-    from dataclasses import replace
-
-    from .device import choose_precision
-
-    if preset not in SPEED_PRESETS:
-        raise ValueError(f"Predefinição desconhecida: {preset!r}. Use {', '.join(SPEED_PRESETS)}.")
-    if preset == "seed":
-        settings = SEED_SETTINGS
-    else:
-        settings = SpeedSettings(precision=choose_precision(device, "auto"), batching="packed",
-                                 fused_optimizer="auto", compile=False,
-                                 generation_batch_size=32 if torch.device(device).type == "cpu" else 64)
-    return replace(settings, **overrides) if overrides else settings
-
-
-__all__ = ["LengthGroupedBatchSampler", "sample_lengths", "make_train_loader", "SpeedSettings",
-           "SEED_SETTINGS", "speed_settings", "BATCHING_MODES", "SPEED_PRESETS"]
+__all__ = ["LengthGroupedBatchSampler", "sample_lengths", "make_train_loader", "BATCHING_MODES"]

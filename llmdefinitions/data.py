@@ -1,10 +1,10 @@
 """The instruction dataset: download, validation, split, tokenization and batching.
 
-Rule for a literal ``<|endoftext|>`` written inside an entry: it is encoded as ordinary
-text (``disallowed_special=()``), never as the control token 50256. The only 50256 in a
-training sequence is the end-of-text that :func:`custom_collate_fn` appends; and the
-collate decides where padding starts by **position** (the sequence length), so even a
-50256 inside the content cannot move the loss mask.
+Text is encoded with the course's one rule (:func:`llmdefinitions.tokenizer.encode_text`):
+a literal ``<|endoftext|>`` inside an entry is ordinary text, never the control token.
+The only end-of-text in a training sequence is the one the collate appends as a target;
+and padding is found by **position** (the sequence length), so even an end-of-text id
+inside the content cannot move the loss mask.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def load_instruction_file(file_path: PathLike) -> list:
 
 
 def download_and_load_file(file_path: PathLike, url: str = DATASET_URL) -> list:
-    """As in the seed: download ``url`` to ``file_path`` unless it exists, then load it.
+    """As in the book: download ``url`` to ``file_path`` unless it exists, then load it.
 
     Goes through the shared downloader (offline mirror, progress, verification). A
     downloaded file that is not a valid dataset is not kept; an existing file is
@@ -81,7 +81,7 @@ def download_and_load_file(file_path: PathLike, url: str = DATASET_URL) -> list:
 
 
 class DataSplit(NamedTuple):
-    """Train / test / validation parts, in the seed's order of unpacking."""
+    """Train / test / validation parts, in the book's order of unpacking."""
 
     train: list
     test: list
@@ -90,9 +90,9 @@ class DataSplit(NamedTuple):
 
 def split_data(data: Sequence, train_frac: float = 0.85, test_frac: float = 0.10,
                shuffle: bool = False, seed: int = 123) -> DataSplit:
-    """The seed's 85/10/5 split: ``train_data, test_data, val_data = split_data(data)``.
+    """The book's 85/10/5 split: ``train_data, test_data, val_data = split_data(data)``.
 
-    Sizes follow the seed exactly (``int(n*0.85)``, ``int(n*0.1)``, the rest).
+    Sizes follow the book exactly (``int(n*0.85)``, ``int(n*0.1)``, the rest).
     ``shuffle=True`` shuffles a copy first with ``random.Random(seed)``.
     """
     items = list(data)
@@ -105,13 +105,37 @@ def split_data(data: Sequence, train_frac: float = 0.85, test_frac: float = 0.10
                      items[train_portion + test_portion:])
 
 
+class Sample(NamedTuple):
+    """One tokenized training sample: the prompt + response ids, and the prompt's length.
+
+    The one item type of the course: :class:`InstructionDataset` gives ``Sample`` s when
+    asked for prompt lengths (instruction masking), plain id lists otherwise (as in the
+    book); every collate function accepts both, through :func:`as_sample`.
+    """
+
+    token_ids: List[int]
+    prompt_length: Optional[int] = None     # tokens of instruction + input (masked with masking)
+
+
+def as_sample(item) -> Sample:
+    """``item`` as a :class:`Sample`: a ``Sample`` as is, a list of token ids with no prompt length."""
+    if isinstance(item, Sample):
+        return item
+    if isinstance(item, torch.Tensor):
+        item = item.tolist()
+    if isinstance(item, (list, tuple)) and all(isinstance(t, int) for t in item[:1]):
+        return Sample(list(item), None)
+    raise TypeError(f"Item de lote inesperado ({type(item).__name__}): use uma lista de ids de tokens "
+                    "ou um Sample(token_ids, prompt_length) de InstructionDataset.")
+
+
 class InstructionDataset(Dataset):
-    """Pre-tokenized prompt + response of every entry (as in the seed).
+    """Pre-tokenized prompt + response of every entry (as in the book).
 
     ``prompt_style`` picks the format (``"alpaca"`` or ``"phi3"``). With
-    ``return_prompt_length=True`` each item is ``(token_ids, prompt_length)``, which
-    :func:`custom_collate_fn` uses for instruction masking; ``prompt_length`` counts
-    the tokens of the instruction and input (the response header is not masked).
+    ``return_prompt_length=True`` each item is a :class:`Sample` ``(token_ids,
+    prompt_length)``, which the collate uses for instruction masking; ``prompt_length``
+    counts the tokens of the instruction and input (the response header is not masked).
     """
 
     def __init__(self, data: Sequence[dict], tokenizer, prompt_style: str = "alpaca",
@@ -125,14 +149,14 @@ class InstructionDataset(Dataset):
             full_ids = encode_text(tokenizer, self.style.full_text(entry))
             # Masking covers the instruction (and input) only: the response header is
             # trained, so a model trained with masking still writes it when, as in the
-            # seed, generation starts from the prompt alone.
+            # book, generation starts from the prompt alone.
             prompt_ids = encode_text(tokenizer, self.style.prompt(entry))
             self.encoded_texts.append(full_ids)
             self.prompt_lengths.append(_common_prefix_length(full_ids, prompt_ids))
 
     def __getitem__(self, index: int):
         if self.return_prompt_length:
-            return self.encoded_texts[index], self.prompt_lengths[index]
+            return Sample(self.encoded_texts[index], self.prompt_lengths[index])
         return self.encoded_texts[index]
 
     def __len__(self) -> int:
@@ -148,53 +172,60 @@ def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def _split_item(item) -> Tuple[Sequence[int], Optional[int]]:
-    if (isinstance(item, tuple) and len(item) == 2 and not isinstance(item[0], int)
-            and isinstance(item[1], int)):
-        return item[0], item[1]
-    return item, None
+def sample_inputs_and_targets(item, pad_token_id: int = END_OF_TEXT_ID, ignore_index: int = IGNORE_INDEX,
+                              max_length: Optional[int] = None,
+                              mask_instruction: bool = False) -> Tuple[List[int], List[int]]:
+    """The one rule that turns a sample into its inputs and targets (no padding).
+
+    Inputs are the sample's ``L`` tokens; targets are the inputs shifted by one, with
+    the end-of-text (``pad_token_id``) as the target of the last token. With
+    ``mask_instruction`` the targets that predict prompt tokens are ``ignore_index``.
+    A sample longer than ``max_length`` keeps its first ``max_length`` positions (as
+    the book's ``allowed_max_length`` cuts a row). :func:`custom_collate_fn` pads these;
+    :mod:`llmdefinitions.packing` places several of them in one row.
+    """
+    ids, prompt_length = as_sample(item)
+    inputs = [int(t) for t in ids]
+    if not inputs:
+        raise ValueError("Uma amostra do lote está vazia (nenhum token).")
+    targets = inputs[1:] + [pad_token_id]
+    if mask_instruction:
+        if prompt_length is None:
+            raise ValueError("mask_instruction=True requer itens Sample(token_ids, prompt_length): "
+                             "use InstructionDataset(..., return_prompt_length=True).")
+        n = min(max(prompt_length - 1, 0), len(targets))
+        targets[:n] = [ignore_index] * n
+    if max_length is not None:
+        inputs, targets = inputs[:max_length], targets[:max_length]
+    return inputs, targets
 
 
 def custom_collate_fn(
     batch,
-    pad_token_id: int = 50256,
-    ignore_index: int = -100,
+    pad_token_id: int = END_OF_TEXT_ID,
+    ignore_index: int = IGNORE_INDEX,
     allowed_max_length: Optional[int] = None,
     device="cpu",
     mask_instruction: bool = False,
 ):
-    """Pad, shift and mask a batch of token-id lists (the seed's function, edge cases fixed).
+    """Pad, shift and mask a batch of samples (the book's function, edge cases fixed).
 
-    For an item of length ``L`` the inputs are the ``L`` tokens then padding; the
-    targets are the inputs shifted by one, the end-of-text (``pad_token_id``) at
-    position ``L - 1``, and ``ignore_index`` after it. Padding is found by position,
-    so a ``pad_token_id`` inside the content keeps its target. With
-    ``mask_instruction=True`` (items ``(ids, prompt_length)``), the targets that
-    predict prompt tokens are ``ignore_index`` too. A row left with no target is
+    Each row is :func:`sample_inputs_and_targets` of its sample, padded with
+    ``pad_token_id`` (inputs) and ``ignore_index`` (targets) to the longest row. Padding
+    is found by position, not by token value, so a ``pad_token_id`` inside the content
+    keeps its target (the book's version masks it). A row left with no target is
     reported with a warning.
     """
-    items = [_split_item(item) for item in batch]
-    if not items:
+    rows = [sample_inputs_and_targets(item, pad_token_id, ignore_index, allowed_max_length,
+                                      mask_instruction) for item in batch]
+    if not rows:
         raise ValueError("custom_collate_fn recebeu um lote vazio.")
-    width = max(len(ids) for ids, _ in items)       # = batch_max_length - 1 in the seed
-    inputs = torch.full((len(items), width), pad_token_id, dtype=torch.long)
-    targets = torch.full((len(items), width), ignore_index, dtype=torch.long)
-    for row, (ids, prompt_length) in enumerate(items):
-        ids = torch.as_tensor(list(ids), dtype=torch.long)
-        length = len(ids)
-        if length == 0:
-            raise ValueError(f"custom_collate_fn: a amostra {row} do lote está vazia.")
-        inputs[row, :length] = ids
-        targets[row, :length - 1] = ids[1:]
-        targets[row, length - 1] = pad_token_id      # the one end-of-text target
-        if mask_instruction:
-            if prompt_length is None:
-                raise ValueError("mask_instruction=True requer itens (ids, prompt_length): "
-                                 "use InstructionDataset(..., return_prompt_length=True).")
-            targets[row, :max(prompt_length - 1, 0)] = ignore_index
-    if allowed_max_length is not None:
-        inputs = inputs[:, :allowed_max_length]
-        targets = targets[:, :allowed_max_length]
+    width = max(len(inputs) for inputs, _ in rows)       # = batch_max_length - 1 in the book
+    inputs = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    targets = torch.full((len(rows), width), ignore_index, dtype=torch.long)
+    for row, (row_inputs, row_targets) in enumerate(rows):
+        inputs[row, :len(row_inputs)] = torch.tensor(row_inputs, dtype=torch.long)
+        targets[row, :len(row_targets)] = torch.tensor(row_targets, dtype=torch.long)
     empty = (targets == ignore_index).all(dim=1).nonzero().flatten().tolist()
     if empty:
         warnings.warn(
@@ -205,6 +236,6 @@ def custom_collate_fn(
     return inputs.to(device), targets.to(device)
 
 
-def target_token_count(targets: torch.Tensor, ignore_index: int = -100) -> int:
+def target_token_count(targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> int:
     """Number of positions that count in the loss."""
     return int((targets != ignore_index).sum())

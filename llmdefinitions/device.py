@@ -29,6 +29,20 @@ def choose_device(preferred: Optional[str] = None) -> torch.device:
     return torch.device("cpu")
 
 
+def resolve_device(name: Optional[str] = None) -> torch.device:
+    """``torch.device`` for a user's choice (``None``: the best available), checked to exist here."""
+    try:
+        device = choose_device(name)
+    except RuntimeError:
+        raise ValueError(f"Dispositivo inválido: {name!r}. Use cpu, cuda, cuda:0 ou mps.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Dispositivo {name}: não há GPU CUDA disponível nesta máquina "
+                         "(use cpu, ou deixe o dispositivo ser escolhido automaticamente).")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"Dispositivo {name}: MPS (GPU da Apple) não está disponível nesta máquina.")
+    return device
+
+
 @lru_cache(maxsize=None)
 def cpu_has_native_bf16() -> bool:
     """True when the CPU has bf16 matrix instructions (AMX or AVX512-BF16)."""

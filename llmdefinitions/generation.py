@@ -1,6 +1,6 @@
-"""Text generation with a KV cache: one prompt (the seed's ``generate``) or many at once.
+"""Text generation with a KV cache: one prompt (the book's ``generate``) or many at once.
 
-* :func:`generate` keeps the seed's signature and results, but computes only the new
+* :func:`generate` keeps the book's signature and results, but computes only the new
   token at each step (the KV cache) instead of the whole sequence again;
 * :func:`generate_batch` answers prompts of different lengths together: left padding,
   positions that start at each prompt's first token, a segment id that keeps the
@@ -12,32 +12,38 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
-from .io import atomic_write, write_json_atomic
+from .io import write_json_atomic
+from .serialization import load_tensors, save_tensors
 from .prompts import get_prompt_style
+from .tokenizer import END_OF_TEXT_ID, encode_text
 
 PathLike = Union[str, os.PathLike]
 
 
 def text_to_token_ids(text: str, tokenizer) -> torch.Tensor:
-    """``(1, n)`` tensor of token ids (``<|endoftext|>`` allowed), as in the seed."""
-    encoded = tokenizer.encode(text, allowed_special={"<|endoftext|>"})
+    """``(1, n)`` tensor of the token ids of ``text``, as in the book.
+
+    One difference: the text is encoded with the course's one rule
+    (:func:`llmdefinitions.tokenizer.encode_text`), so a literal ``<|endoftext|>`` in it
+    is text, exactly as in training; the book's version turns it into the control token.
+    """
+    encoded = encode_text(tokenizer, text)
     return torch.tensor(encoded).unsqueeze(0)
 
 
 def token_ids_to_text(token_ids: torch.Tensor, tokenizer) -> str:
-    """Decode a ``(1, n)`` or ``(n,)`` tensor of ids, as in the seed."""
+    """Decode a ``(1, n)`` or ``(n,)`` tensor of ids, as in the book."""
     flat = token_ids.squeeze(0) if token_ids.dim() > 1 else token_ids
     return tokenizer.decode(flat.tolist())
 
 
 def _next_token(logits: torch.Tensor, temperature: float, top_k: Optional[int]) -> torch.Tensor:
-    """Pick the next token from the last-position logits ``(batch, vocab)`` (seed's rules)."""
+    """Pick the next token from the last-position logits ``(batch, vocab)`` (the book's rules)."""
     if top_k is not None:
         top_logits, _ = torch.topk(logits, top_k)
         min_val = top_logits[:, -1:]
@@ -63,13 +69,13 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 def generate(model, idx: torch.Tensor, max_new_tokens: int, context_size: int,
              temperature: float = 0.0, top_k: Optional[int] = None,
              eos_id: Optional[int] = None, use_cache: bool = True) -> torch.Tensor:
-    """Extend ``idx`` ``(batch, n)`` by up to ``max_new_tokens`` tokens (the seed's function).
+    """Extend ``idx`` ``(batch, n)`` by up to ``max_new_tokens`` tokens (the book's function).
 
     Greedy when ``temperature == 0``; ``top_k`` keeps the k most likely tokens; stops
-    when ``eos_id`` is produced (not appended). As in the seed the model sees at most
+    when ``eos_id`` is produced (not appended). As in the book the model sees at most
     the last ``context_size`` tokens. With a batch of several rows, each row stops at
     its own ``eos_id`` and is padded with it until all have stopped.
-    ``use_cache=False`` runs the seed's loop (the whole window again at every step).
+    ``use_cache=False`` runs the book's loop (the whole window again at every step).
     """
     was_training = model.training
     model.eval()
@@ -80,7 +86,7 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, context_size: int,
         for _ in range(max_new_tokens):
             window = idx[:, -context_size:]
             if not use_cache:
-                logits = model(window)[:, -1, :]       # the seed's way: full logits every step
+                logits = model(window)[:, -1, :]       # the book's way: full logits every step
             elif cache is None or cache.length + 1 > context_size:
                 # (Re)fill the cache; past the context the window slides, so positions change.
                 cache = model.new_kv_cache()
@@ -112,7 +118,7 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], max_new_tokens: int,
 
     Greedy results equal :func:`generate` one prompt at a time (fp32). A prompt that
     would run past ``context_size`` goes through :func:`generate` alone, which slides
-    the window exactly as the seed does.
+    the window exactly as the book does.
     """
     device = _model_device(model)
     context_size = min(context_size or model.context_length, model.context_length)
@@ -190,29 +196,44 @@ def extract_response(generated_text: str, prompt_style: str = "alpaca") -> str:
 
 def generate_responses(model, tokenizer, entries: Sequence[dict], max_new_tokens: int = 256,
                        batch_size: int = 8, prompt_style: str = "alpaca",
-                       context_size: Optional[int] = None, eos_id: int = 50256,
+                       context_size: Optional[int] = None, eos_id: int = END_OF_TEXT_ID,
                        temperature: float = 0.0, top_k: Optional[int] = None,
-                       progress: bool = True) -> List[str]:
+                       progress: bool = True, done: Optional[Mapping[int, str]] = None,
+                       on_batch: Optional[Callable[[Dict[int, str]], None]] = None) -> List[str]:
     """The model's answer to every entry, generated in batches of similar prompt length.
 
-    The prompt is the entry's prompt without the response header, as in the seed; the
+    The prompt is the entry's prompt without the response header, as in the book; the
     answer is the text of the tokens generated after it, with the header removed.
+
+    Resuming: ``done`` maps entry indices to answers already generated; a batch whose
+    entries are all in it is not generated again. ``on_batch(answers)`` receives each
+    newly generated batch (index -> answer), e.g. to save progress. Batches are formed
+    the same way every time, so a resumed run gives the same answers as an
+    uninterrupted one.
     """
     from tqdm.auto import tqdm
 
     style = get_prompt_style(prompt_style)
-    from .data import encode_text          # the same encoding rule as training
-
     prompts = [encode_text(tokenizer, style.prompt(e)) for e in entries]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: List[Optional[str]] = [None] * len(prompts)
+    done = done or {}
     with tqdm(total=len(prompts), desc="Gerando respostas", disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
+            if all(i in done for i in chunk):
+                for i in chunk:
+                    answers[i] = done[i]
+                bar.update(len(chunk))
+                continue
             new_ids = generate_batch(model, [prompts[i] for i in chunk], max_new_tokens,
                                      context_size, temperature, top_k, eos_id)
-            for i, ids in zip(chunk, new_ids):
-                answers[i] = extract_response(tokenizer.decode(ids), prompt_style)
+            batch_answers = {i: extract_response(tokenizer.decode(ids), prompt_style)
+                             for i, ids in zip(chunk, new_ids)}
+            for i, answer in batch_answers.items():
+                answers[i] = answer
+            if on_batch is not None:
+                on_batch(batch_answers)
             bar.update(len(chunk))
     return [a if a is not None else "" for a in answers]
 
@@ -228,26 +249,15 @@ def save_responses(entries: Sequence[dict], responses: Sequence[str],
     return rows
 
 
-def sft_model_filename(model_name: str) -> str:
-    """``"gpt2-medium (355M)"`` -> ``"gpt2-medium355M-sft.pth"`` (the seed's naming)."""
-    return f"{re.sub(r'[ ()]', '', model_name)}-sft.pth"
-
-
 def save_model(model: torch.nn.Module, path: PathLike) -> Path:
     """Save ``model.state_dict()`` atomically."""
-    state = model.state_dict()
-    return atomic_write(path, lambda f: torch.save(state, f), mode="wb")
+    return save_tensors(model.state_dict(), path)
 
 
 def load_model_weights(model: torch.nn.Module, path: PathLike, device="cpu") -> torch.nn.Module:
     """Load a saved ``state_dict`` (``weights_only=True``, ``map_location=device``) into ``model``."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Arquivo de modelo não encontrado: '{path}'.")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"O arquivo de modelo '{path}' está corrompido ou incompleto: {exc}") from exc
+    state = load_tensors(path, map_location=device, what="arquivo de modelo")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

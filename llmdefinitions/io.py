@@ -5,6 +5,7 @@ when complete, so an interruption never leaves a half-written file behind.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -76,3 +77,18 @@ def read_json(path: PathLike) -> Any:
         ) from exc
     except UnicodeDecodeError as exc:
         raise ValueError(f"O arquivo '{path}' não está em UTF-8: {exc}.") from exc
+
+
+_OS_ERRORS_PT = {
+    errno.EACCES: "permissão negada",
+    errno.EPERM: "operação não permitida",
+    errno.ENOTDIR: "parte do caminho é um arquivo, não uma pasta",
+    errno.EEXIST: "já existe um arquivo com esse nome",
+    errno.EROFS: "o sistema de arquivos é somente leitura",
+    errno.ENOSPC: "não há espaço no disco",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """The reason of an ``OSError`` in pt-BR (e.g. ``"não há espaço no disco"``)."""
+    return _OS_ERRORS_PT.get(exc.errno, exc.strerror or str(exc))

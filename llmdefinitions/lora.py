@@ -25,7 +25,7 @@ from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from .io import atomic_write
+from .serialization import load_tensors, save_tensors
 
 PathLike = Union[str, os.PathLike]
 Targets = Union[str, Sequence[str], Callable[[str, nn.Module], bool]]
@@ -347,18 +347,13 @@ def save_lora_adapter(model: nn.Module, path: PathLike) -> Path:
         "config": config,
         "state_dict": {k: v.cpu().clone() for k, v in lora_state_dict(model).items()},
     }
-    return atomic_write(path, lambda f: torch.save(payload, f), mode="wb")
+    return save_tensors(payload, path)
 
 
 def read_lora_adapter(path: PathLike) -> Dict[str, object]:
     """The contents of an adapter file (``config`` and ``state_dict``), on the CPU."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Adaptador LoRA não encontrado: '{path}'.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"O arquivo '{path}' não é um adaptador LoRA legível: {exc}") from exc
+    payload = load_tensors(path, map_location="cpu", what="adaptador LoRA")
     if not isinstance(payload, dict) or payload.get("format") != ADAPTER_FORMAT:
         raise ValueError(
             f"O arquivo '{path}' não é um adaptador LoRA do llmdefinitions "

@@ -23,9 +23,9 @@ gradients) as the same samples padded, up to float rounding.
 
 Two ways to use it with a ``DataLoader``:
 
-* ``collate_fn=packed_collate_fn`` — the usual batches of samples (e.g. the seed's
+* ``collate_fn=packed_collate_fn`` — the usual batches of samples (e.g. the book's
   ``shuffle=True, batch_size=8``), each packed into as few rows as possible: the
-  same training as the seed, minus the padding;
+  same training as the book, minus the padding;
 * ``PackedDataset`` + ``collate_fn=collate_packed_rows`` — the whole dataset packed
   once into rows of up to ``max_length`` tokens; a batch is a number of rows.
 """
@@ -36,7 +36,9 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import torch
 from torch.utils.data import Dataset
 
-IGNORE_INDEX = -100
+from .data import IGNORE_INDEX, as_sample, sample_inputs_and_targets
+from .tokenizer import END_OF_TEXT_ID
+
 PACKING_METHODS = ("ffd", "greedy")
 
 
@@ -47,39 +49,6 @@ class PackedBatch(NamedTuple):
     targets: torch.Tensor
     position_ids: torch.Tensor
     segment_ids: torch.Tensor
-
-
-def _split_item(item) -> Tuple[Sequence[int], Optional[int]]:
-    """``ids`` or ``(ids, prompt_length)`` (as :class:`~llmdefinitions.data.InstructionDataset` gives)."""
-    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], int):
-        return item[0], item[1]
-    return item, None
-
-
-def sample_inputs_and_targets(item, pad_token_id: int = 50256, ignore_index: int = IGNORE_INDEX,
-                              max_length: Optional[int] = None,
-                              mask_instruction: bool = False) -> Tuple[List[int], List[int]]:
-    """Inputs and targets of one sample, exactly as ``custom_collate_fn`` makes its row (no padding).
-
-    Targets are the inputs shifted by one, with the end-of-text (``pad_token_id``)
-    as the target of the last token; with ``mask_instruction`` the targets that
-    predict prompt tokens are ``ignore_index``. A sample longer than ``max_length``
-    is cut to its first ``max_length`` tokens (as ``allowed_max_length`` cuts a row).
-    """
-    ids, prompt_length = _split_item(item)
-    inputs = [int(t) for t in ids]
-    if not inputs:
-        raise ValueError("Empacotamento: uma amostra está vazia (nenhum token).")
-    targets = inputs[1:] + [pad_token_id]
-    if mask_instruction:
-        if prompt_length is None:
-            raise ValueError("mask_instruction=True requer itens (ids, prompt_length): "
-                             "use InstructionDataset(..., return_prompt_length=True).")
-        n = min(max(prompt_length - 1, 0), len(targets))
-        targets[:n] = [ignore_index] * n
-    if max_length is not None:
-        inputs, targets = inputs[:max_length], targets[:max_length]
-    return inputs, targets
 
 
 def pack_lengths(lengths: Sequence[int], max_length: int, method: str = "ffd") -> List[List[int]]:
@@ -122,7 +91,7 @@ def pack_lengths(lengths: Sequence[int], max_length: int, method: str = "ffd") -
 
 
 def build_packed_batch(rows: Sequence[Sequence[Tuple[Sequence[int], Sequence[int]]]],
-                       pad_token_id: int = 50256, ignore_index: int = IGNORE_INDEX,
+                       pad_token_id: int = END_OF_TEXT_ID, ignore_index: int = IGNORE_INDEX,
                        width: Optional[int] = None, device="cpu") -> PackedBatch:
     """Tensors for ``rows``, each a list of ``(inputs, targets)`` samples placed one after another.
 
@@ -155,7 +124,7 @@ def build_packed_batch(rows: Sequence[Sequence[Tuple[Sequence[int], Sequence[int
     return PackedBatch(inputs.to(device), targets.to(device), positions.to(device), segments.to(device))
 
 
-def packed_collate_fn(batch, max_length: int = 1024, pad_token_id: int = 50256,
+def packed_collate_fn(batch, max_length: int = 1024, pad_token_id: int = END_OF_TEXT_ID,
                       ignore_index: int = IGNORE_INDEX, mask_instruction: bool = False,
                       method: str = "ffd", device="cpu", width: Optional[int] = None) -> PackedBatch:
     """``collate_fn`` that packs a batch of samples into as few rows of ``<= max_length`` tokens as it can.
@@ -184,7 +153,7 @@ class PackedDataset(Dataset):
     def __init__(self, dataset, max_length: int = 1024, method: str = "ffd"):
         self.dataset = dataset
         self.max_length = max_length
-        lengths = [min(len(_split_item(dataset[i])[0]), max_length) for i in range(len(dataset))]
+        lengths = [min(len(as_sample(dataset[i]).token_ids), max_length) for i in range(len(dataset))]
         self.rows: List[List[int]] = pack_lengths(lengths, max_length, method)
         self.num_tokens = sum(lengths)
 
@@ -200,7 +169,7 @@ class PackedDataset(Dataset):
         return self.num_tokens / (len(self.rows) * self.max_length) if self.rows else 0.0
 
 
-def collate_packed_rows(rows, max_length: int = 1024, pad_token_id: int = 50256,
+def collate_packed_rows(rows, max_length: int = 1024, pad_token_id: int = END_OF_TEXT_ID,
                         ignore_index: int = IGNORE_INDEX, mask_instruction: bool = False,
                         device="cpu", width: Optional[int] = None) -> PackedBatch:
     """``collate_fn`` for :class:`PackedDataset`: one batch row per item (a list of samples)."""
@@ -254,6 +223,6 @@ def naive_concatenation_leak(model, first: Sequence[int], first_changed: Sequenc
                       float((seg_a - alone).abs().max()))
 
 
-__all__ = ["PackedBatch", "sample_inputs_and_targets", "pack_lengths", "build_packed_batch",
+__all__ = ["PackedBatch", "pack_lengths", "build_packed_batch",
            "packed_collate_fn", "PackedDataset", "collate_packed_rows", "LeakReport",
-           "naive_concatenation_leak", "IGNORE_INDEX", "PACKING_METHODS"]
+           "naive_concatenation_leak", "PACKING_METHODS"]

@@ -2,21 +2,29 @@
 
 The profile is read from the environment variable ``LLMDEF_PERFIL``:
 
-* ``completo`` (default) — the seed's setup: GPT-2 medium (355M), all 1,100 entries,
+* ``completo`` (default) — the book's setup: GPT-2 medium (355M), all 1,100 entries,
   batch 8, AdamW lr 5e-5 / weight decay 0.1, 2 epochs, answers of up to 256 tokens;
 * ``rapido`` — a CPU laptop: GPT-2 small (124M), a subset of the data, fewer steps;
-* ``teste`` — CI: a tiny GPT written as a real OpenAI-format checkpoint and loaded
-  through the real loader, a few entries, a few steps.
+* ``teste`` — CI: a tiny GPT written as a real checkpoint (safetensors, the Hugging Face
+  layout) and loaded through the real loader, a few entries, a few steps.
+
+A profile is also the one home of *how* a run computes (as TRL's ``SFTConfig`` holds every
+training knob): precision, batching, optimizer kernel, ``torch.compile``, generation batch.
+The default is the course's fast path; :meth:`Profile.book_way` gives the book's way
+exactly (fp32, shuffled padded batches, PyTorch's default AdamW, one prompt at a time).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 PROFILE_ENV = "LLMDEF_PERFIL"
 OUTPUT_ENV = "LLMDEF_SAIDA"
+FAST_WAY, BOOK_WAY = "otimizado", "livro"
+DEFAULT_JUDGE_MODEL = "llama3"
+DEFAULT_JUDGE_URL = "http://localhost:11434/api/chat"     # Ollama's chat route, as in the book
 
 
 @dataclass(frozen=True)
@@ -37,10 +45,15 @@ class Profile:
     max_new_tokens: int = 256
     learning_rate: float = 5e-5
     weight_decay: float = 0.1
+    # How the run computes: the course's fast path, or the book's way (see book_way()).
+    way: str = FAST_WAY
     precision: str = "auto"          # see llmdefinitions.device.choose_precision
-    generation_batch_size: int = 8
-    judge_model: str = "llama3"
-    judge_url: str = "http://localhost:11434/api/chat"
+    batching: str = "packed"         # see llmdefinitions.batching.make_train_loader
+    fused_optimizer: Union[bool, str] = "auto"   # see llmdefinitions.trainer.make_optimizer
+    compile: bool = False            # torch.compile of the blocks (see trainer.compile_model)
+    generation_batch_size: int = 32  # prompts answered together (1 = the book's one at a time)
+    judge_model: str = DEFAULT_JUDGE_MODEL
+    judge_url: str = DEFAULT_JUDGE_URL
     # True only in `teste`: the judge is the stand-in server of llmdefinitions.testing
     # (a test double that gives deterministic scores), because CI has no Ollama.
     judge_stand_in: bool = False
@@ -63,6 +76,12 @@ class Profile:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def book_way(self) -> "Profile":
+        """The same profile computed exactly as the book does: fp32, shuffled batches padded to
+        their longest sample, PyTorch's default AdamW, no compile, one prompt at a time."""
+        return replace(self, way=BOOK_WAY, precision="fp32", batching="random", fused_optimizer=False,
+                       compile=False, generation_batch_size=1)
+
 
 PROFILES = {
     "completo": Profile("completo", "gpt2-medium (355M)", None, None, None),
@@ -76,7 +95,10 @@ PROFILES = {
 
 
 def load_profile(name: Optional[str] = None, **overrides) -> Profile:
-    """The profile called ``name`` or, by default, ``$LLMDEF_PERFIL`` (``completo`` if unset)."""
+    """The profile called ``name`` or, by default, ``$LLMDEF_PERFIL`` (``completo`` if unset).
+
+    ``overrides`` replace single fields (e.g. ``load_profile("rapido", num_epochs=2)``).
+    """
     name = (name or os.environ.get(PROFILE_ENV) or "completo").strip().lower()
     if name not in PROFILES:
         raise ValueError(

@@ -407,3 +407,31 @@ def write_random_gpt2_checkpoint(cfg: Mapping, model_dir: PathLike, seed: int = 
     if fmt == "safetensors":
         return write_gpt2_safetensors(params, settings, model_dir)
     raise ValueError(f"Formato desconhecido: {fmt!r}. Use 'tf' ou 'safetensors'.")
+
+
+# ------------------------------------------------------------------ the pipeline's entry points
+# (interim: the reliability work replaces these with whole-folder checks and repair)
+def load_gpt2_params(model_size: str, models_dir: PathLike, source: str = "safetensors") -> Tuple[dict, Params]:
+    """``(settings, params)`` of GPT-2 ``model_size``: Hugging Face safetensors by default, or OpenAI's TF."""
+    if source == "tf":
+        return download_and_load_gpt2(model_size, models_dir)
+    return download_and_load_gpt2_safetensors(model_size, models_dir)
+
+
+def ensure_tiny_checkpoint(cfg: Mapping, models_dir: PathLike, seed: int = 123) -> Path:
+    """Write the tiny random model of the ``teste`` profile as safetensors, once."""
+    import shutil
+    import tempfile
+
+    target = Path(models_dir) / "hf-tiny"
+    if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
+        return target
+    Path(models_dir).mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=models_dir))
+    try:
+        write_random_gpt2_checkpoint(cfg, staging, seed=seed, fmt="safetensors")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -3,26 +3,28 @@
 One module-wide run does what a student's interrupted run does: ``tudo`` is stopped with
 Ctrl+C (SIGINT) right after the first training checkpoint, then the same command is run
 again and must resume training from that checkpoint and finish every step, with the
-judge played by the in-package test double (``--juiz-simulado``). Later tests delete an
-output and check that only the steps after it run again, and that bad input ends with a
-pt-BR message, a non-zero exit code and no traceback.
+judge played by the in-package test double (``--juiz-simulado``). The interruption is
+deterministic: the process sends SIGINT to itself from the trainer's step callback once
+the checkpoint exists, after starting with SIGINT *ignored* (as a CI runner or a
+background job may leave it), so the test also shows that the CLI installs its own
+handler. Later tests delete an output and check that only the steps after it run
+again, and that bad input ends with a pt-BR message, a non-zero exit code and no traceback.
 """
 import json
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from llmdefinitions import cli
+from llmdefinitions._argparse_pt import argparse_in_portuguese
 from llmdefinitions.data import split_data
-from llmdefinitions.generation import sft_model_filename
 from llmdefinitions.profiles import load_profile
+from llmdefinitions.runs import sft_model_filename
 
 REPO = Path(__file__).resolve().parents[1]
 import shared_data  # noqa: E402  (tests/shared_data.py)
@@ -48,6 +50,24 @@ def _command(*args) -> list:
     return [sys.executable, "-m", "llmdefinitions", *map(str, args)]
 
 
+# Runs the CLI with SIGINT ignored on entry, and interrupts itself (SIGINT) after the first
+# training step that finds the resume checkpoint on disk.
+INTERRUPTING_CLI = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+from llmdefinitions import cli, pipeline
+created = pipeline.Run.__post_init__
+def post_init(run):
+    created(run)
+    def interrupt(state):
+        if run.paths.train_checkpoint.is_file():
+            os.kill(os.getpid(), signal.SIGINT)
+    run.on_train_step = interrupt
+pipeline.Run.__post_init__ = post_init
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 class Cli:
     """Runs the command line in a subprocess with the offline mirror."""
 
@@ -59,10 +79,10 @@ class Cli:
         return subprocess.run(_command(*args), cwd=self.workdir, env=_env(self.tiktoken_cache, **env),
                               capture_output=True, text=True, encoding="utf-8", timeout=timeout)
 
-    def start(self, *args) -> subprocess.Popen:
-        return subprocess.Popen(_command(*args), cwd=self.workdir, env=_env(self.tiktoken_cache),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                encoding="utf-8")
+    def run_interrupted(self, *args, timeout=300) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", INTERRUPTING_CLI, *map(str, args)], cwd=self.workdir,
+                              env=_env(self.tiktoken_cache), capture_output=True, text=True,
+                              encoding="utf-8", timeout=timeout)
 
 
 @pytest.fixture(autouse=True)
@@ -84,18 +104,7 @@ def pipeline_run(cli_runner):
     checkpoint = run_dir / "treino-checkpoint.pt"
     args = ("tudo", "--perfil", "teste", "--saida", saida, "--juiz-simulado")
 
-    proc = cli_runner.start(*args, "--salvar-a-cada", 1)
-    deadline = time.monotonic() + 240
-    while not checkpoint.is_file() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    interrupted = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    interrupted = cli_runner.run_interrupted(*args, "--salvar-a-cada", 1)
     state = {"checkpoint": checkpoint.is_file(), "model": (run_dir / MODEL_FILE).is_file()}
 
     completed = cli_runner.run(*args)
@@ -260,7 +269,7 @@ def test_help_and_argparse_errors_are_in_portuguese(capsys):
 
 
 def test_common_options_work_before_or_after_the_subcommand():
-    with cli._argparse_in_portuguese():
+    with argparse_in_portuguese():
         parser = cli.build_parser()
         before = parser.parse_args(["--perfil", "rapido", "--saida", "x", "gerar"])
         after = parser.parse_args(["gerar", "--perfil", "rapido", "--saida", "x"])
@@ -276,3 +285,24 @@ def test_bad_profile_variable_and_bad_device(monkeypatch, tmp_path, capsys):
                      "--dispositivo", "tpu9"]) == 2
     assert "Dispositivo inválido: 'tpu9'" in capsys.readouterr().err
     assert not (tmp_path / "instruction-data.json").exists()     # nothing ran
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_on_resume(cli_runner, tmp_path):
+    """A crafted treino-checkpoint.pt: resuming refuses it, and its payload never runs."""
+    import pickle
+
+    run_dir = tmp_path / "saida" / "teste"
+    run_dir.mkdir(parents=True)
+    marker = tmp_path / "executou"
+
+    class CreatesAFile:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    with open(run_dir / "treino-checkpoint.pt", "wb") as handle:
+        pickle.dump({"model": {}, "optimizer": {}, "state": CreatesAFile()}, handle, protocol=2)
+    result = cli_runner.run("treinar", "--perfil", "teste", "--saida", tmp_path / "saida")
+    assert result.returncode == cli.EXIT_ERROR
+    assert "recusado por segurança" in result.stderr and "weights_only=False" not in result.stderr
+    assert not marker.exists()
+    _no_traceback(result)

@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from llmdefinitions.data import (DatasetError, InstructionDataset, custom_collate_fn, download_and_load_file,
+from llmdefinitions.data import (DatasetError, InstructionDataset, Sample, custom_collate_fn, download_and_load_file,
                                  split_data, validate_entries)
 from llmdefinitions.prompts import format_input, format_input_phi3, get_prompt_style
 
@@ -61,7 +61,7 @@ def test_truncation_keeps_targets_the_shift_of_inputs():
 
 
 def test_instruction_masking_hides_the_prompt_targets():
-    inputs, targets = custom_collate_fn((([10, 11, 12, 13, 14], 3), ([20, 21], 1)), mask_instruction=True)
+    inputs, targets = custom_collate_fn((Sample([10, 11, 12, 13, 14], 3), Sample([20, 21], 1)), mask_instruction=True)
     # prompt of 3 tokens: the targets 11 and 12 (predicting prompt tokens) are masked; 13 is the first answer token
     assert targets.tolist() == [[-100, -100, 13, 14, 50256], [21, 50256, -100, -100, -100]]
     with pytest.raises(ValueError, match="return_prompt_length"):
@@ -70,7 +70,7 @@ def test_instruction_masking_hides_the_prompt_targets():
 
 def test_a_row_with_no_target_is_reported():
     with pytest.warns(RuntimeWarning, match=r"\[0\]"):
-        custom_collate_fn((([1, 2, 3, 4, 5, 6], 6), ([7, 8], 1)), mask_instruction=True, allowed_max_length=3)
+        custom_collate_fn((Sample([1, 2, 3, 4, 5, 6], 6), Sample([7, 8], 1)), mask_instruction=True, allowed_max_length=3)
 
 
 def test_no_warning_for_ordinary_batches():

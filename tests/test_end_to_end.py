@@ -1,7 +1,7 @@
 """End to end: a tiny GPT trained from scratch learns synthetic instructions through the real chain.
 
 Formatting (Alpaca), InstructionDataset with prompt lengths, custom_collate_fn with
-instruction masking, train_model_simple, and batched generation with a stop at
+instruction masking, the course's trainer, and batched generation with a stop at
 end-of-text all have to fit together for the held-out accuracy to be reached.
 """
 import random
@@ -16,7 +16,8 @@ from llmdefinitions.data import InstructionDataset, custom_collate_fn
 from llmdefinitions.generation import generate_responses
 from llmdefinitions.model import GPTModel
 from llmdefinitions.prompts import format_input
-from llmdefinitions.training import calc_loss_loader, train_model_simple
+from llmdefinitions.trainer import train_model
+from llmdefinitions.training import calc_loss_loader
 
 WORDS = ("red blue green black white cat dog fish bird horse apple pear plum grape lemon "
          "sun moon star rain snow tree rock sand lake hill car bus boat train plane").split()
@@ -85,10 +86,10 @@ def test_tiny_gpt_learns_instructions_and_stops_at_end_of_text():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)                       # a model this small only loses from threads
     try:
-        train_model_simple(model, train_loader, val_loader, optimizer, "cpu", num_epochs=6, eval_freq=150,
-                           eval_iter=2, start_context=format_input(held_out[0]), tokenizer=tokenizer,
-                           warmup_steps=20, lr_schedule="cosine", grad_clip=1.0, progress=False,
-                           print_samples=False)
+        train_model(model, train_loader, val_loader, optimizer, "cpu", num_epochs=6, eval_freq=150,
+                    eval_iter=2, start_context=format_input(held_out[0]), tokenizer=tokenizer,
+                    warmup_steps=20, lr_schedule="cosine", grad_clip=1.0, progress=False,
+                    print_samples=False)
         with torch.no_grad():
             val_loss = calc_loss_loader(val_loader, model, "cpu")
         answers = generate_responses(model, tokenizer, held_out, max_new_tokens=12, batch_size=16,

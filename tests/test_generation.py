@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from llmdefinitions.generation import (extract_response, generate, generate_batch, generate_responses,
-                                       load_model_weights, save_model, save_responses, sft_model_filename,
+                                       load_model_weights, save_model, save_responses,
                                        text_to_token_ids, token_ids_to_text)
 from llmdefinitions.model import GPTModel
+from llmdefinitions.runs import sft_model_filename
 
 CFG = {"vocab_size": 50257, "context_length": 48, "emb_dim": 32, "n_heads": 2, "n_layers": 2,
        "drop_rate": 0.0, "qkv_bias": True}
@@ -74,7 +75,9 @@ def test_prompts_longer_than_the_context_are_trimmed_from_the_left(model):
 
 def test_text_round_trip_and_extraction(gpt2_tokenizer):
     ids = text_to_token_ids("Olá <|endoftext|>", gpt2_tokenizer)
-    assert ids.shape[0] == 1 and ids[0, -1] == 50256
+    # The one encoding rule: the literal text is text, never the control token (the book's differs).
+    assert ids.shape[0] == 1 and 50256 not in ids[0].tolist()
+    assert ids[0].tolist() == gpt2_tokenizer.encode("Olá <|endoftext|>", disallowed_special=())
     assert token_ids_to_text(ids, gpt2_tokenizer) == "Olá <|endoftext|>"
     assert extract_response("\n\n### Response:\nThe meal is cooked.") == "The meal is cooked."
     assert extract_response("Answer with ### Response: inside") == "Answer with ### Response: inside"
@@ -89,6 +92,21 @@ def test_generate_responses_slices_tokens_after_the_prompt(model, gpt2_tokenizer
         prompt = gpt2_tokenizer.encode(format_input(entry))
         new = generate(model, torch.tensor([prompt]), 6, 48, eos_id=50256)[0, len(prompt):].tolist()
         assert answer == extract_response(gpt2_tokenizer.decode(new))
+
+
+def test_generate_responses_resumes_without_regenerating_finished_batches(model, gpt2_tokenizer):
+    entries = [{"instruction": f"Task {i}", "input": "x" * i, "output": "y"} for i in range(5)]
+    saved = []
+    full = generate_responses(model, gpt2_tokenizer, entries, max_new_tokens=6, batch_size=2, progress=False,
+                              on_batch=saved.append)
+    assert [sorted(b) for b in saved] == [[0, 1], [2, 3], [4]]          # batches by prompt length
+    # An interrupted run kept the first batch: it is reused as saved, never generated again.
+    kept = {i: f"(salva {i})" for i in saved[0]}
+    regenerated = []
+    resumed = generate_responses(model, gpt2_tokenizer, entries, max_new_tokens=6, batch_size=2,
+                                 progress=False, done=kept, on_batch=regenerated.append)
+    assert [sorted(b) for b in regenerated] == [[2, 3], [4]]
+    assert resumed[:2] == ["(salva 0)", "(salva 1)"] and resumed[2:] == full[2:]
 
 
 def test_save_responses_is_utf8_and_atomic(tmp_path):

@@ -3,12 +3,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from llmdefinitions.data import InstructionDataset, custom_collate_fn
+from llmdefinitions.data import InstructionDataset, Sample, custom_collate_fn, sample_inputs_and_targets
 from llmdefinitions.model import GPTModel
 from llmdefinitions.packing import (PackedDataset, build_packed_batch, collate_packed_rows,
-                                    naive_concatenation_leak, pack_lengths, packed_collate_fn,
-                                    sample_inputs_and_targets)
-from llmdefinitions.training import calc_loss_batch, calc_loss_loader, loss_sum_and_count
+                                    naive_concatenation_leak, pack_lengths, packed_collate_fn)
+from llmdefinitions.trainer import batch_loss, loss_sum_and_count
 
 CFG = {"vocab_size": 50257, "context_length": 256, "emb_dim": 16, "n_heads": 2, "n_layers": 2,
        "drop_rate": 0.0, "qkv_bias": True}
@@ -57,14 +56,14 @@ def test_packed_loss_and_gradients_equal_the_unpacked_samples(dataset, mask_inst
     expected = grads_of(model, reference)
     packed = packed_collate_fn(dataset, max_length=max_length, mask_instruction=mask_instruction)
     assert packed.inputs.shape[0] < len(dataset)                       # really packed
-    loss = calc_loss_batch(*packed[:2], model, "cpu", *packed[2:])
+    loss = batch_loss(packed, model, "cpu")
     got = grads_of(model, loss)
     assert abs(loss.item() - reference.item()) <= 1e-5
     for name in expected:
         assert (got[name] - expected[name]).abs().max().item() <= 1e-5, name
-    # ... and equal to the seed's padded batch of the same samples
+    # ... and equal to the book's padded batch of the same samples
     padded = custom_collate_fn(dataset, allowed_max_length=max_length, mask_instruction=mask_instruction)
-    assert abs(calc_loss_batch(*padded, model, "cpu").item() - reference.item()) <= 1e-5
+    assert abs(batch_loss(padded, model, "cpu").item() - reference.item()) <= 1e-5
     assert int((padded[1] != -100).sum()) == int((packed.targets != -100).sum())
 
 
@@ -82,7 +81,7 @@ def test_row_layout_positions_segments_targets_and_tail():
 
 @pytest.mark.filterwarnings("ignore:As amostras")
 def test_instruction_masking_and_truncation_match_custom_collate():
-    items = [([1, 2, 3, 4, 5], 3), ([6, 7, 8], 1), ([9, 10, 11, 12, 13, 14, 15], 9)]
+    items = [Sample([1, 2, 3, 4, 5], 3), Sample([6, 7, 8], 1), Sample([9, 10, 11, 12, 13, 14, 15], 9)]
     for mask in (False, True):
         for limit in (4, 7, 50):
             padded_inputs, padded_targets = custom_collate_fn(items, allowed_max_length=limit,
@@ -127,12 +126,12 @@ def test_packed_dataset_with_a_dataloader_gives_the_unpacked_loss(dataset):
     batches = list(loader)
     assert all(len(b) == 4 for b in batches)
     with torch.no_grad():
-        got = calc_loss_loader(loader, model, "cpu", token_weighted=True)
+        sums = [loss_sum_and_count(b, model, "cpu") for b in batches]
+        got = sum(loss.item() for loss, _ in sums) / sum(count for _, count in sums)   # every token counts the same
         assert got == pytest.approx(unpacked_reference(model, dataset).item(), abs=1e-5)
     with pytest.raises(ValueError, match="max_length"):
         collate_packed_rows([dataset], max_length=100)
-    total = sum(loss_sum_and_count(b[0], b[1], model, "cpu", b[2], b[3])[1] for b in batches)
-    assert total == sum(len(ids) for ids, _ in dataset)
+    assert sum(count for _, count in sums) == sum(len(ids) for ids, _ in dataset)
 
 
 def test_naive_concatenation_leaks_and_segments_do_not(dataset):

@@ -2,7 +2,8 @@
 import pytest
 
 from llmdefinitions.judge import check_server, query_model
-from llmdefinitions.pipeline import judge_endpoint, run_paths
+from llmdefinitions.pipeline import judge_endpoint
+from llmdefinitions.runs import run_paths
 from llmdefinitions.profiles import PROFILES, load_profile
 
 
@@ -38,3 +39,13 @@ def test_judge_endpoint_starts_the_stand_in_only_in_teste(capsys, tmp_path):
     assert not check_server(endpoint.url, endpoint.model, timeout=1).reachable
     real = judge_endpoint(load_profile("completo"))
     assert not real.simulated and real.url == "http://localhost:11434/api/chat"
+
+
+def test_book_way_is_one_named_choice_of_the_profile():
+    fast = load_profile("rapido")
+    book = fast.book_way()
+    assert (fast.way, book.way) == ("otimizado", "livro")
+    assert (book.precision, book.batching, book.fused_optimizer, book.generation_batch_size) == ("fp32", "random", False, 1)
+    # only how it computes changes: the numbers of the profile stay
+    assert (book.model_name, book.batch_size, book.learning_rate, book.num_epochs) == \
+        (fast.model_name, fast.batch_size, fast.learning_rate, fast.num_epochs)

@@ -1,4 +1,4 @@
-"""The fast paths give the seed's results: batch sampler, loaders, optimizer, batched generation."""
+"""The fast paths give the book's results: batch sampler, loaders, optimizer, batched generation."""
 import math
 from functools import partial
 
@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from llmdefinitions.batching import (SEED_SETTINGS, LengthGroupedBatchSampler, make_train_loader,
-                                     sample_lengths, speed_settings)
+from llmdefinitions.batching import LengthGroupedBatchSampler, make_train_loader, sample_lengths
 from llmdefinitions.data import InstructionDataset, custom_collate_fn, split_data
 from llmdefinitions.generation import generate, generate_batch, generate_responses, extract_response
 from llmdefinitions.model import GPTModel
 from llmdefinitions.prompts import get_prompt_style
-from llmdefinitions.training import (calc_loss_batch, compile_model, make_optimizer, optimizer_kind,
-                                     train_model_simple)
+from llmdefinitions.profiles import load_profile
+from llmdefinitions.trainer import batch_loss, compile_model, make_optimizer, optimizer_kind, train_model
+from llmdefinitions.training import calc_loss_batch
 
 CFG = {"vocab_size": 50257, "context_length": 256, "emb_dim": 16, "n_heads": 2, "n_layers": 2,
        "drop_rate": 0.0, "qkv_bias": True}
@@ -47,12 +47,12 @@ def test_sampler_covers_every_index_once_per_epoch_with_similar_lengths(train_se
     for batches in epochs:
         assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
         assert len(batches) == len(sampler) == math.ceil(len(lengths) / 8)
-        assert padding_ratio(batches, lengths) < 1.06          # seed's random batches: ~1.2
+        assert padding_ratio(batches, lengths) < 1.06          # the book's random batches: ~1.2
     assert epochs[0] != epochs[1]                              # a new shuffle every epoch
     random_batches = [list(range(i, i + 8)) for i in range(0, len(lengths), 8)]
     assert padding_ratio(epochs[0], lengths) < padding_ratio(random_batches, lengths)
     again = LengthGroupedBatchSampler(lengths, batch_size=8, seed=1, bucket_size_multiplier=5)
-    assert list(again) == epochs[0]                            # reproducible from the seed
+    assert list(again) == epochs[0]                            # reproducible from the RNG seed
     again.set_epoch(2)
     assert list(again) == epochs[2]
 
@@ -76,51 +76,38 @@ def test_grouped_loader_batches_similar_lengths(train_set):
     torch.manual_seed(0)
     loader = make_train_loader(train_set, batch_size=8, batching="grouped")
     seen = sum(int(b[0].shape[0]) for b in loader)
-    assert seen == len(loader) * 8 == (len(train_set) // 8) * 8   # drop_last as the seed
+    assert seen == len(loader) * 8 == (len(train_set) // 8) * 8   # drop_last as the book
 
 
-# --- the seed's behaviour with one setting ----------------------------------------------------
+# --- the book's way, as one setting of the profile -------------------------------------------
 
-def test_seed_setting_reproduces_the_seeds_loader_and_loss_exactly(train_set):
-    settings = speed_settings("cpu", preset="seed")
-    assert settings == SEED_SETTINGS and settings.is_seed
-    assert (settings.precision, settings.batching, settings.fused_optimizer) == ("fp32", "random", False)
+def test_book_way_reproduces_the_books_loader_and_loss_exactly(train_set):
+    fast, book = load_profile("completo"), load_profile("completo").book_way()
+    assert fast.way == "otimizado" and book.way == "livro"
     model = new_model()
     torch.manual_seed(123)
-    seed_loader = DataLoader(train_set, batch_size=8, shuffle=True, drop_last=True,
+    book_loader = DataLoader(train_set, batch_size=8, shuffle=True, drop_last=True,
                              collate_fn=partial(custom_collate_fn, device="cpu", allowed_max_length=1024))
-    expected = [(x, y) for x, y in seed_loader][:2]
+    expected = [(x, y) for x, y in book_loader][:2]
     torch.manual_seed(123)
-    ours = list(make_train_loader(train_set, batch_size=8, batching=settings.batching))[:2]
+    ours = list(make_train_loader(train_set, batch_size=8, batching=book.batching))[:2]
     with torch.no_grad():
         for (x, y), (a, b) in zip(expected, ours):
             assert torch.equal(x, a) and torch.equal(y, b)
-            seed_loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
-            assert calc_loss_batch(a, b, model, "cpu").item() == pytest.approx(seed_loss.item(), abs=1e-6)
-            assert torch.equal(calc_loss_batch(a, b, model, "cpu"), calc_loss_batch(x, y, model, "cpu"))
     # the fast default packs those same batches: same loss up to float rounding
     torch.manual_seed(123)
-    packed = list(make_train_loader(train_set, batch_size=8, batching="packed"))[:2]
+    packed = list(make_train_loader(train_set, batch_size=8, batching=fast.batching))[:2]
     with torch.no_grad():
         for (x, y), batch in zip(expected, packed):
             assert len(batch) == 4 and int((batch[1] != -100).sum()) == int((y != -100).sum())
-            assert calc_loss_batch(*batch[:2], model, "cpu", *batch[2:]).item() == pytest.approx(
+            assert batch_loss(batch, model, "cpu").item() == pytest.approx(
                 calc_loss_batch(x, y, model, "cpu").item(), abs=1e-5)
-
-
-def test_auto_settings_per_device():
-    cpu = speed_settings("cpu")
-    assert cpu.batching == "packed" and cpu.fused_optimizer == "auto" and not cpu.compile
-    assert cpu.precision in ("fp32", "bf16")
-    assert speed_settings("cpu", compile=True).compile
-    with pytest.raises(ValueError):
-        speed_settings("cpu", preset="turbo")
     with pytest.raises(ValueError):
         make_train_loader([], batching="sorted")
 
 
 def test_packed_batches_train_like_padded_ones(train_set):
-    """One SGD step on the seed's batch, padded or packed, lands on the same weights."""
+    """One SGD step on the book's batch, padded or packed, lands on the same weights."""
     torch.manual_seed(7)
     padded = next(iter(make_train_loader(train_set, batch_size=4, batching="random")))
     torch.manual_seed(7)
@@ -129,20 +116,19 @@ def test_packed_batches_train_like_padded_ones(train_set):
     for batch in (padded, packed):
         model = new_model(3)
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-        train_model_simple(model, [batch], [batch], optimizer, "cpu", num_epochs=1, eval_freq=1,
-                           eval_iter=1, start_context="", tokenizer=None, progress=False,
-                           print_samples=False)
+        train_model(model, [batch], [batch], optimizer, "cpu", num_epochs=1, eval_freq=1,
+                    eval_iter=1, start_context="", tokenizer=None, progress=False, print_samples=False)
         results.append(torch.nn.utils.parameters_to_vector(model.parameters()))
     assert (results[0] - results[1]).abs().max().item() <= 1e-5
 
 
 # --- optimizer factory and compile helper ------------------------------------------------------
 
-def test_make_optimizer_fused_where_available_and_the_seeds_default():
+def test_make_optimizer_fused_where_available_and_the_books_default():
     model = new_model()
-    seed_opt = make_optimizer(model, fused=False)
-    assert optimizer_kind(seed_opt) == "for-loop"
-    assert seed_opt.defaults["lr"] == 5e-5 and seed_opt.defaults["weight_decay"] == 0.1
+    book_opt = make_optimizer(model, fused=False)
+    assert optimizer_kind(book_opt) == "for-loop"
+    assert book_opt.defaults["lr"] == 5e-5 and book_opt.defaults["weight_decay"] == 0.1
     auto = make_optimizer(model, lr=1e-3, weight_decay=0.0)
     cpu_fused = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 4)
     assert optimizer_kind(auto) == ("fused" if cpu_fused else "for-loop")   # torch < 2.4: the fallback
@@ -196,7 +182,7 @@ def one_at_a_time(model, prompts, max_new_tokens, eos_id=None, use_cache=False):
 
 def test_batched_generation_equals_one_at_a_time(prompts):
     model = new_model(4).eval()
-    singles = one_at_a_time(model, prompts, 12)                       # the seed's way, no cache
+    singles = one_at_a_time(model, prompts, 12)                       # the book's way, no cache
     assert one_at_a_time(model, prompts, 12, use_cache=True) == singles
     assert generate_batch(model, prompts, 12) == singles
     # an end-of-text in the middle: the row that produces it stops there, the others go on
@@ -212,12 +198,12 @@ def test_batched_generation_equals_one_at_a_time(prompts):
         assert got == expected
 
 
-def test_generate_responses_on_the_test_set_equals_the_seeds_loop(entries, gpt2_tokenizer):
+def test_generate_responses_on_the_test_set_equals_the_books_loop(entries, gpt2_tokenizer):
     model = new_model(5).eval()
     test = split_data(entries).test[:10]
     style = get_prompt_style("alpaca")
     expected = []
-    for entry in test:                                  # the seed: one entry at a time, no cache
+    for entry in test:                                  # the book: one entry at a time, no cache
         ids = torch.tensor([gpt2_tokenizer.encode(style.prompt(entry), allowed_special={"<|endoftext|>"})])
         out = generate(model, ids, 8, 256, eos_id=EOS, use_cache=False)
         expected.append(extract_response(gpt2_tokenizer.decode(out[0, ids.shape[1]:].tolist())))
