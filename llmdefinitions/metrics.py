@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .data import validate_entries
+from .data_quality import _grid as text_table
 from .io import PathLike, read_json, write_json_atomic
 from .stats import Interval, bootstrap_mean, format_decimal
 
@@ -164,10 +165,7 @@ class MetricsReport:
                  f"{format_decimal(m.interval.low)} a {format_decimal(m.interval.high)}",
                  "—" if m.corpus is None else format_decimal(m.corpus))
                 for m in self.metrics.values()]
-        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-        lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                           for i, (cell, w) in enumerate(zip(row, widths))) for row in [header, *rows]]
-        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines = text_table(header, rows)
         lines.append(f"n = {self.n} respostas ('{self.response_key}'); escala 0 a 100; "
                      "IC bootstrap da média dos valores por item.")
         return "\n".join(lines)

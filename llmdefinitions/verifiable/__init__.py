@@ -14,7 +14,7 @@ accuracies and bootstrap intervals. No server is needed.
     print(report.to_table())
 """
 from .instructions import INSTRUCTIONS, Instruction, check_instruction, detect_language
-from .prompts import Prompt, as_entries, load_prompts
+from .prompt_set import Prompt, as_entries, load_prompts
 from .scoring import PromptResult, VerifiableReport, score, score_response
 
 __all__ = ["INSTRUCTIONS", "Instruction", "Prompt", "PromptResult", "VerifiableReport", "as_entries",

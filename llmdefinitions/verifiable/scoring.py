@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
+from ..data_quality import _grid as text_table
 from ..io import PathLike, write_json_atomic
 from ..stats import Interval, bootstrap_mean, format_decimal
 from .instructions import INSTRUCTIONS, check_instruction
-from .prompts import Prompt
+from .prompt_set import Prompt
 from .text import loose_variants
 
 MODES = ("strict", "loose")
@@ -117,10 +118,7 @@ def _cell(interval: Interval) -> str:
 
 
 def _format(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(text_table(rows[0], rows[1:]))
 
 
 def score_response(prompt: Prompt, response: str) -> PromptResult:
