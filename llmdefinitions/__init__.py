@@ -1,7 +1,8 @@
 """llmdefinitions — the package behind the course *Ajuste Fino de Instruções*.
 
-The names the seed imports are available here (``from llmdefinitions import GPTModel``);
-they are loaded on first use, so ``import llmdefinitions`` stays fast.
+The book's public names are available here (``from llmdefinitions import GPTModel``), beside
+what the course adds under its own names; they are loaded on first use, so
+``import llmdefinitions`` stays fast.
 """
 from __future__ import annotations
 
@@ -30,10 +31,14 @@ _EXPORTS = {
     "split_data": "data",
     "InstructionDataset": "data",
     "custom_collate_fn": "data",
+    "Sample": "data",
     "calc_loss_batch": "training",
     "calc_loss_loader": "training",
+    "evaluate_model": "training",
     "train_model_simple": "training",
     "generate_and_print_sample": "training",
+    "train_model": "trainer",
+    "make_optimizer": "trainer",
     "generate": "generation",
     "text_to_token_ids": "generation",
     "token_ids_to_text": "generation",
@@ -52,7 +57,12 @@ _EXPORTS = {
     "LoRALayer": "lora",
     "LinearWithLoRA": "lora",
     "replace_linear_with_lora": "lora",
+    "reference_metrics": "metrics",
+    "load_responses": "metrics",
+    "bootstrap_mean": "stats",
+    "paired_comparison": "stats",
     "load_profile": "profiles",
+    "run_paths": "runs",
     "choose_device": "device",
 }
 

@@ -1,22 +1,25 @@
-"""The notebooks in notebooks/ are exactly what their sources build, and they present well.
+"""Each notebook and its readable source (Jupytext pair) are in step, both ways, and present well.
 
 (nbval runs the notebooks themselves: ``pytest notebooks --nbval-lax --nbval-current-env``.)
 """
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-import nbbuild  # noqa: E402
+import notebooks as nbtool  # noqa: E402  (tools/notebooks.py)
 
-from llmdefinitions._project import REPO_URL  # noqa: E402
+from llmdefinitions._project import PIP_SPEC, REPO_URL  # noqa: E402
 
 SOURCES = sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]_*.md"))
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = nbtool.notebook_paths()
 
 
 def test_every_notebook_has_a_source_and_vice_versa():
@@ -24,17 +27,10 @@ def test_every_notebook_has_a_source_and_vice_versa():
     assert {p.stem for p in SOURCES} == {p.stem for p in NOTEBOOKS}
 
 
-@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
-def test_notebook_matches_its_source(source):
-    expected = nbbuild.parse_source(source.read_text(encoding="utf-8"))
-    nb = json.loads((ROOT / "notebooks" / f"{source.stem}.ipynb").read_text(encoding="utf-8"))
-    assert len(nb["cells"]) == len(expected), "rode: python tools/nbbuild.py " + source.stem[:2]
-    for index, (cell, want) in enumerate(zip(nb["cells"], expected)):
-        kind = "code" if want["kind"] == "code" else "markdown"
-        assert cell["cell_type"] == kind, index
-        assert "".join(cell["source"]) == want["source"], f"célula {index} desatualizada"
-        assert cell["metadata"]["slideshow"]["slide_type"] == want["slide_type"], index
-        assert cell["metadata"].get("tags", []) == want["tags"], index
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_and_source_are_in_step_and_figures_embedded(notebook):
+    problems = nbtool.check_pair(notebook) + nbtool.figure_problems(notebook)
+    assert not problems, f"{problems} — rode: python tools/notebooks.py sync && python tools/notebooks.py figuras"
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
@@ -43,11 +39,10 @@ def test_only_checked_cells_keep_outputs(notebook):
     for index, cell in enumerate(nb["cells"]):
         if cell["cell_type"] != "code":
             continue
-        checked = "nbval-check-output" in cell["metadata"].get("tags", [])
-        if checked:
+        if nbtool.CHECKED in cell["metadata"].get("tags", []):
             assert cell["outputs"] and cell["execution_count"] is not None, f"célula {index} sem saída guardada"
         else:
-            assert not cell["outputs"], f"célula {index} guarda saída sem a tag nbval-check-output"
+            assert not cell["outputs"], f"célula {index} guarda saída sem a tag {nbtool.CHECKED}"
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
@@ -56,7 +51,43 @@ def test_top_of_notebook_follows_the_convention(notebook):
     text = ["".join(c["source"]) for c in nb["cells"][:8]]
     assert text[0].startswith("# "), "a primeira célula deve ser o título"
     assert any("Objetivos" in t for t in text), "faltam os objetivos de aprendizagem"
-    assert any("google.colab" in t and REPO_URL in t for t in text), "falta a célula de instalação no Colab"
+    assert any("google.colab" in t and PIP_SPEC in t and REPO_URL in t for t in text), \
+        "falta a célula de instalação no Colab (com o PIP_SPEC de llmdefinitions/_project.py)"
+
+
+def test_a_notebook_edited_in_jupyter_updates_its_source_and_back(tmp_path):
+    """The round trip an instructor makes: edit the .ipynb, sync; edit the .md, sync; outputs kept."""
+    notebook = next(p for p in NOTEBOOKS if any(nbtool.CHECKED in c.metadata.get("tags", [])
+                                                 for c in nbformat.read(p, as_version=4).cells))
+    copy = tmp_path / "notebooks" / notebook.name
+    (copy.parent / "src").mkdir(parents=True)
+    shutil.copy2(notebook, copy)
+    shutil.copy2(nbtool.source_of(notebook), nbtool.source_of(copy))
+
+    nb = nbformat.read(copy, as_version=4)
+    first_markdown = next(c for c in nb.cells if c.cell_type == "markdown")
+    first_markdown.source += "\n\nEditado no Jupyter."
+    outputs = [c.outputs for c in nb.cells if c.cell_type == "code"]
+    nbformat.write(nb, copy)
+    _make_newer(copy, nbtool.source_of(copy))
+    nbtool.sync(copy)
+    assert "Editado no Jupyter." in nbtool.source_of(copy).read_text(encoding="utf-8")
+    assert nbtool.check_pair(copy) == []
+
+    source = nbtool.source_of(copy)
+    source.write_text(source.read_text(encoding="utf-8").replace("Editado no Jupyter.", "Editado no .md."),
+                      encoding="utf-8")
+    _make_newer(source, copy)
+    nbtool.sync(copy)
+    again = nbformat.read(copy, as_version=4)
+    assert "Editado no .md." in next(c for c in again.cells if c.cell_type == "markdown").source
+    assert [c.outputs for c in again.cells if c.cell_type == "code"] == outputs    # no kernel needed
+    assert nbtool.check_pair(copy) == []
+
+
+def _make_newer(path: Path, than: Path) -> None:
+    stamp = than.stat().st_mtime + 5
+    os.utime(path, (stamp, stamp))
 
 
 def test_slides_export_keeps_speaker_notes(tmp_path):

@@ -1,16 +1,16 @@
-"""The package's public surface: the seed's names import from the top level, lazily."""
+"""The package's public surface: the book's names import from the top level, lazily."""
 import subprocess
 import sys
 
 import llmdefinitions
 
-SEED_NAMES = ["GPTModel", "load_weights_into_gpt", "download_and_load_gpt2", "generate", "text_to_token_ids",
+BOOK_NAMES = ["GPTModel", "load_weights_into_gpt", "download_and_load_gpt2", "generate", "text_to_token_ids",
               "token_ids_to_text", "calc_loss_loader", "train_model_simple", "plot_losses", "format_input",
               "InstructionDataset", "custom_collate_fn", "query_model", "generate_model_scores"]
 
 
-def test_every_seed_name_imports_from_the_top_level():
-    for name in SEED_NAMES + llmdefinitions.__all__:
+def test_every_book_name_imports_from_the_top_level():
+    for name in BOOK_NAMES + llmdefinitions.__all__:
         assert getattr(llmdefinitions, name) is not None, name
 
 
