@@ -1,10 +1,12 @@
 """What the judge's test files share: an item, fast client settings, a closed port, the book's files."""
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -31,3 +33,44 @@ def read_shared(shared_data: Path, relative: str) -> Any:
     if not path.is_file():
         pytest.fail(f"Dados compartilhados ausentes: {path} (veja shared/data/README.md).")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+@contextlib.contextmanager
+def raw_http_server(respond: Callable[[socket.socket, threading.Event], None]) -> Iterator[str]:
+    """A one-request server on 127.0.0.1 that writes raw bytes: ``respond(connection, stopping)``.
+
+    For replies the test double does not make: HTTP/1.0 bodies that end when the
+    connection closes, hand-made misbehaviour. Yields the base URL.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    stopping = threading.Event()
+
+    def serve() -> None:
+        try:
+            connection, _ = listener.accept()
+        except OSError:
+            return
+        with connection:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += connection.recv(65536)
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            while len(body) < length:
+                body += connection.recv(65536)
+            try:
+                respond(connection, stopping)
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stopping.set()
+        listener.close()
+        thread.join(timeout=5)

@@ -22,7 +22,7 @@ from llmdefinitions.judge import (
 )
 from llmdefinitions.testing.fake_llm_server import FakeLLMServer, Reply, overlap_judge, word_overlap
 
-from judge_helpers import ENTRY, FAST, closed_port
+from judge_helpers import ENTRY, FAST, closed_port, raw_http_server
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
             {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Name a color."}]
@@ -321,6 +321,18 @@ def test_dropped_stream_is_detected_and_retried(route):
         client.retries, client.backoff = 2, 0.01
         assert ask("x") == "one two three"
         assert server.generation_count() == 3
+
+
+def test_an_http_1_0_server_whose_body_ends_with_the_connection():
+    lines = [{"message": {"role": "assistant", "content": p}, "done": False} for p in ("Hay ", "and grass.")]
+    lines.append({"message": {"role": "assistant", "content": ""}, "done": True})
+    body = "".join(json.dumps(line) + "\n" for line in lines).encode()
+
+    def respond(connection, stopping):
+        connection.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/x-ndjson\r\n\r\n" + body)
+
+    with raw_http_server(respond) as url:
+        assert judge.query_model("What do llamas eat?", url=url + "/api/chat", **FAST) == "Hay and grass."
 
 
 def test_interrupted_openai_stream_is_not_taken_as_an_empty_reply():

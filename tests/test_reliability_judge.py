@@ -20,7 +20,7 @@ from llmdefinitions import judge
 from llmdefinitions.judge import JudgeDeadlineError, JudgeReplyTooLargeError, JudgeStreamError, JudgeTimeoutError
 from llmdefinitions.testing.fake_llm_server import FakeLLMServer, Reply
 
-from judge_helpers import items
+from judge_helpers import items, raw_http_server
 
 SMALL = {"max_reply_bytes": 10_000, "retries": 0}
 
@@ -105,6 +105,20 @@ def test_a_one_byte_per_second_drip_ends_at_the_deadline():
         with pytest.raises(JudgeDeadlineError) as info:
             client.chat("x")
     assert "passou do prazo de 1,5 s (limite deadline)" in str(info.value)
+
+
+def test_a_drip_after_the_headers_of_an_http_1_0_reply_ends_at_the_deadline():
+    def respond(connection, stopping):
+        connection.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/x-ndjson\r\n\r\n")
+        for byte in b'{"message": {"content": "85"}, "done": true}\n':
+            if stopping.wait(0.2):
+                return
+            connection.sendall(bytes([byte]))
+
+    with raw_http_server(respond) as url:
+        client = judge.make_client(url=url, timeout=5, deadline=0.6, retries=0)
+        with pytest.raises(JudgeDeadlineError, match=r"prazo de 0,6 s .*depois de receber \d+ bytes"):
+            client.chat("x")
 
 
 @pytest.mark.parametrize("url_attr", ["ollama_url", "openai_url"])

@@ -78,6 +78,7 @@ class Exchange:
         self.lines_read = 0
         self.response: Optional[http.client.HTTPResponse] = None
         self._conn: Optional[http.client.HTTPConnection] = None
+        self._sock: Optional[socket.socket] = None   # kept: http.client forgets it on "Connection: close"
         self._start = 0.0
         self._bound = "timeout"    # which limit the current socket wait stops at
         self._expired = threading.Event()
@@ -114,8 +115,9 @@ class Exchange:
         try:
             self._conn = connection(parts.hostname, parts.port, timeout=self._wait_time())
             self._conn.connect()
+            self._sock = self._conn.sock
             self._conn.request(self.method, path, body=body, headers=headers)
-            self._conn.sock.settimeout(self._wait_time())
+            self._sock.settimeout(self._wait_time())
             self.response = self._conn.getresponse()
         except JudgeError:
             raise
@@ -126,7 +128,7 @@ class Exchange:
 
     def _error_body(self) -> str:
         try:
-            self._conn.sock.settimeout(self._wait_time())
+            self._sock.settimeout(self._wait_time())
             return self.response.read(ERROR_BODY_BYTES).decode("utf-8", "replace")
         except Exception:  # the body only improves the message
             return ""
@@ -143,10 +145,9 @@ class Exchange:
     def _expire(self) -> None:
         """Watchdog: at the deadline, shut the socket so that any blocked read returns at once."""
         self._expired.set()
-        sock = self._conn.sock if self._conn is not None else None
-        if sock is not None and not self._closed:
+        if self._sock is not None and not self._closed:
             try:
-                sock.shutdown(socket.SHUT_RDWR)
+                self._sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
 
@@ -179,11 +180,11 @@ class Exchange:
     def read_some(self, size: int = READ_SIZE) -> bytes:
         """The next bytes of the body (``b""`` at its end), under every limit."""
         try:
-            self._conn.sock.settimeout(self._wait_time())
+            self._sock.settimeout(self._wait_time())
             data = self.response.read1(size)
         except JudgeError:
             raise
-        except (OSError, http.client.HTTPException, ValueError, AttributeError) as exc:
+        except (OSError, http.client.HTTPException, ValueError) as exc:
             raise self._failure(exc, during_reply=True) from None
         if not data and self._expired.is_set():
             raise self._deadline_error()
@@ -241,6 +242,8 @@ class Exchange:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
+        if self.response is not None:
+            self.response.close()
         if self._conn is not None:
             self._conn.close()
 
