@@ -17,7 +17,7 @@ from __future__ import annotations
 import pytest
 
 from llmdefinitions import judge
-from llmdefinitions.judge import JudgeDeadlineError, JudgeReplyTooLargeError, JudgeStreamError, JudgeTimeoutError
+from llmdefinitions.judge import JudgeDeadlineError, JudgeReplyTooLargeError, JudgeTimeoutError
 from llmdefinitions.testing.fake_llm_server import FakeLLMServer, Reply
 
 from judge_helpers import items, raw_http_server

@@ -137,15 +137,15 @@ def explain_score(text: Optional[str]) -> Tuple[Optional[int], Optional[str]]:
     candidates = _score_candidates(cleaned)
     if not candidates:
         return None, _why_no_score(cleaned)
-    values = {_to_number(c) for c in candidates}
+    values = {decimal_value(c) for c in candidates}
     if len(values) > 1:
-        shown = ", ".join(_fmt(v) for v in sorted(values))
+        shown = ", ".join(number_text(v) for v in sorted(values))
         return None, f"a resposta do juiz tem várias notas diferentes ({shown})"
     value = values.pop()
     if value != value.to_integral_value():
-        return None, f"a nota {_fmt(value)} não é um número inteiro"
+        return None, f"a nota {number_text(value)} não é um número inteiro"
     if not 0 <= value <= 100:
-        return None, f"a nota {_fmt(value)} está fora da escala 0–100"
+        return None, f"a nota {number_text(value)} está fora da escala 0–100"
     return int(value), None
 
 
@@ -190,12 +190,13 @@ def _why_no_score(text: str) -> str:
     return "a resposta do juiz não contém uma nota reconhecível" + extra
 
 
-def _to_number(text: str) -> Decimal:
+def decimal_value(text: str) -> Decimal:
     """Exact decimal value (a float would overflow on a 400-digit reply and round ``85.0000000001``)."""
     return Decimal(text.replace("−", "-").replace(",", "."))
 
 
-def _fmt(value: Decimal) -> str:
+def number_text(value: Decimal) -> str:
+    """A number for a message: ``85``, ``85.5``; a 400-digit reply shortened with an ellipsis."""
     shown = str(int(value)) if value == value.to_integral_value() else str(value)
     return shown if len(shown) <= 15 else shown[:12] + "…"
 

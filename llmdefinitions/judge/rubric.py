@@ -7,7 +7,7 @@ from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 from ..io import PathLike
 from ..prompts import format_input
-from .core import _fmt, _to_number, strip_thinking
+from .core import decimal_value, number_text, strip_thinking
 from .defaults import DEFAULT_MODEL
 from .scoring import ScoreResults, score_responses
 from .structured import RUBRIC_SCHEMA
@@ -54,11 +54,12 @@ def explain_rubric(text: Optional[str], low: int = 1, high: int = 5
         return None, "a resposta do juiz não tem 'score' em JSON nem 'Score: N'"
     raw, feedback = found
     try:
-        value = _to_number(str(raw).strip())
+        value = decimal_value(str(raw).strip())
     except ArithmeticError:
         return None, f"a nota {raw!r} não é um número"
     if not value.is_finite() or value != value.to_integral_value() or not low <= value <= high:
-        return None, f"a nota {_fmt(value) if value.is_finite() else raw!r} não é um inteiro de {low} a {high}"
+        shown = number_text(value) if value.is_finite() else repr(raw)
+        return None, f"a nota {shown} não é um inteiro de {low} a {high}"
     return (int(value), feedback.strip()), None
 
 

@@ -336,7 +336,6 @@ class _Drip:
 
     def __init__(self, raw: Any, delay: float, stopping: threading.Event):
         self.raw, self.delay, self.stopping = raw, delay, stopping
-        self.closed = False
 
     def write(self, data: bytes) -> int:
         for i in range(len(data)):
