@@ -98,3 +98,38 @@ def test_images_are_embedded_so_the_folder_stands_alone(tmp_path):
     assert 'src="https://example.org/a.png"' in out      # remote images are left to the checker
     outside = slides.embed_local_images('<img src="../../etc/passwd">', ROOT / "notebooks")
     assert outside == '<img src="../../etc/passwd">'
+
+
+@pytest.mark.slow
+def test_speaker_view_opens_offline_with_the_notes(tmp_path):
+    """Key ``s`` opens reveal's speaker view, with the slide's notes, and nothing leaves the machine."""
+    from playwright.sync_api import sync_playwright
+
+    notebook = NOTEBOOKS[0]
+    html = slides.export_slides(notebook, tmp_path)
+    external = []
+
+    def only_local(route):
+        url = route.request.url
+        if url.startswith(("data:", "blob:", "http://127.0.0.1")):
+            route.continue_()
+        else:
+            external.append(url)
+            route.abort()
+
+    with slides.serve(tmp_path) as base, sync_playwright() as playwright, \
+            slides.chromium(playwright) as context:
+        context.route("**/*", only_local)
+        page = context.new_page()
+        page.goto(f"{base}/{html.name}#/1")
+        page.wait_for_function("window.Reveal && Reveal.isReady()")
+        notes = page.evaluate("Reveal.getCurrentSlide().querySelector('aside.notes').textContent")
+        with context.expect_page() as opened:
+            page.keyboard.press("s")
+        speaker = opened.value
+        speaker.wait_for_selector(".speaker-controls-notes", state="attached")
+        speaker.wait_for_function(
+            "document.querySelector('.speaker-controls-notes').innerText.length > 20")
+        shown = speaker.evaluate("document.querySelector('.speaker-controls-notes').innerText")
+    assert notes.split()[0] in shown
+    assert external == []

@@ -230,15 +230,23 @@ _MEASURE = """([width, height]) => {
 }"""
 
 
-def _launch(playwright):
+@contextlib.contextmanager
+def chromium(playwright):
+    """Debian's Chromium, headless, with a fresh profile that is removed afterwards."""
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"Chromium não encontrado em {CHROMIUM}: apt-get install -y chromium "
                          "(ou aponte LLMDEF_CHROMIUM para o executável).")
     user_dir = tempfile.mkdtemp(prefix="llmdef-chromium-")
-    context = playwright.chromium.launch_persistent_context(
-        user_dir, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-        viewport={"width": WIDTH, "height": HEIGHT})
-    return context, user_dir
+    try:
+        context = playwright.chromium.launch_persistent_context(
+            user_dir, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": WIDTH, "height": HEIGHT})
+        try:
+            yield context
+        finally:
+            context.close()
+    finally:
+        shutil.rmtree(user_dir, ignore_errors=True)
 
 
 def _measure_page(page, url: str, notebook: str, captures: Optional[Path]) -> Deck:
@@ -285,18 +293,13 @@ def measure(notebooks: Sequence[Path], captures: Optional[Path] = None) -> List[
     with tempfile.TemporaryDirectory(prefix="llmdef-slides-") as tmp:
         for notebook in notebooks:
             export_slides(Path(notebook), Path(tmp))
-        with serve(Path(tmp)) as base, sync_playwright() as playwright:
-            context, user_dir = _launch(playwright)
-            try:
-                for notebook in notebooks:
-                    page = context.new_page()
-                    name = _display(Path(notebook))
-                    decks.append(_measure_page(page, f"{base}/{slides_name(notebook)}", name,
-                                               captures))
-                    page.close()
-            finally:
-                context.close()
-                shutil.rmtree(user_dir, ignore_errors=True)
+        with serve(Path(tmp)) as base, sync_playwright() as playwright, \
+                chromium(playwright) as context:
+            for notebook in notebooks:
+                page = context.new_page()
+                decks.append(_measure_page(page, f"{base}/{slides_name(notebook)}",
+                                           _display(Path(notebook)), captures))
+                page.close()
     return decks
 
 
@@ -363,7 +366,7 @@ def main(argv=None) -> int:
         with serve(args.saida, args.porta) as base:
             print(f"Slides em {base}/{html.name}\n"
                   "Teclas: s = visão do apresentador (notas, próximo slide, relógio); "
-                  "Esc = visão geral; f = tela cheia.\nCtrl+C encerra.")
+                  "Esc = visão geral; f = tela cheia.\nCtrl+C encerra.", flush=True)
             try:
                 threading.Event().wait()
             except KeyboardInterrupt:
