@@ -24,7 +24,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import sys
@@ -179,12 +178,6 @@ def legend(ax, x, y, items, size=SMALL, step=None):
 def title(ax, s, y, x=None, size=TITLE):
     x = ax.get_xlim()[1] / 2 if x is None else x
     text(ax, x, y, s, size=size, weight="bold", ha="center")
-
-
-def flow(ax, points, color=SOFT, lw=1.6, mutation=14):
-    """Arrows through consecutive points."""
-    for start, end in zip(points, points[1:]):
-        arrow(ax, start, end, color=color, lw=lw, mutation=mutation)
 
 
 # ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ Usage::
 
     python tools/slides.py apresentar notebooks/05_ajuste_fino.ipynb
     python tools/slides.py exportar notebooks/*.ipynb --saida /tmp/slides
-    python tools/slides.py medir [notebooks/NN_nome.ipynb ...] [--capturas DIR] [--json ARQ]
+    python tools/slides.py medir [notebooks/NN_nome.ipynb ...] [--problemas] [--capturas DIR] [--json ARQ]
 """
 from __future__ import annotations
 
@@ -354,7 +354,7 @@ def main(argv=None) -> int:
     p_med.add_argument("notebooks", nargs="*")
     p_med.add_argument("--capturas", type=Path, default=None, help="pasta para um PNG por slide")
     p_med.add_argument("--json", type=Path, default=None, help="grava as medidas em JSON")
-    p_med.add_argument("--todos", action="store_true", help="lista todos os slides, não só os com problema")
+    p_med.add_argument("--problemas", action="store_true", help="lista só os slides com problema")
     args = parser.parse_args(argv)
 
     if args.command == "exportar":
@@ -373,7 +373,7 @@ def main(argv=None) -> int:
                 pass
         return 0
     decks = measure(_notebooks(args.notebooks), args.capturas)
-    print(report(decks, verbose=args.todos))
+    print(report(decks, verbose=not args.problemas))
     if args.json:
         write_json_atomic(args.json, [{"notebook": d.notebook, "external_requests": d.external_requests,
                                        "slides": [asdict(s) for s in d.slides]} for d in decks])
