@@ -210,8 +210,12 @@ _MEASURE = """([width, height]) => {
     const title = text.split('\\n')[0].replace(/¶$/, '').trim().slice(0, 80);
     const wide = [];
     for (const pre of slide.querySelectorAll('pre')) {
-        const right = (pre.getBoundingClientRect().right - box.left) / scale;
-        if (pre.scrollWidth > pre.clientWidth + 1 || right > width + 1) {
+        // the text itself past the slide's edge, or a block that scrolls sideways
+        const range = document.createRange();
+        range.selectNodeContents(pre);
+        const right = (range.getBoundingClientRect().right - box.left) / scale;
+        const edge = Math.min(width, (pre.getBoundingClientRect().right - box.left) / scale);
+        if (pre.scrollWidth > pre.clientWidth + 1 || right > edge + 1) {
             const lines = pre.textContent.split('\\n');
             const longest = lines.reduce((a, b) => (b.length > a.length ? b : a), '');
             wide.push(longest.trim().slice(0, 60));
