@@ -22,7 +22,10 @@ ours differs, and says so in the docstring:
 * rewards include ``β``, as the paper defines them (the book's rewards omit it: they
   are ours divided by ``β``);
 * the vocabulary head runs only at the scored positions (the response), and chosen
-  and rejected go through the model as one batch.
+  and rejected go through the model as one batch;
+* metrics also report the reward margin and the preference accuracy, and the sample
+  printed after each epoch comes from the policy (the book's loop prints from a global
+  ``model`` that only happens to be the policy).
 
 The data side (dataset, collate, loaders) is in :mod:`llmdefinitions.dpo_data`.
 """
@@ -231,7 +234,7 @@ def compute_dpo_loss_loader(data_loader, policy_model, reference_model, beta: fl
 
 
 def evaluate_dpo_loss_loader(policy_model, reference_model, train_loader, val_loader,
-                             beta: float, eval_iter: int, *, average_log_probs: bool = False,
+                             beta: float, eval_iter: Optional[int], *, average_log_probs: bool = False,
                              precision: str = "fp32") -> Dict[str, float]:
     """Metrics of :func:`compute_dpo_metrics_loader` on both loaders, in eval mode.
 

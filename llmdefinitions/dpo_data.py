@@ -46,7 +46,8 @@ def validate_preference_entries(data, source: str = "dataset") -> list:
     entry index and the missing or ill-typed field.
     """
     if not isinstance(data, list):
-        raise DatasetError(f"'{source}' deve conter uma lista JSON de entradas, mas contém {type(data).__name__}.")
+        raise DatasetError(f"'{source}' deve conter uma lista JSON de entradas, "
+                           f"mas contém {type(data).__name__}.")
     if not data:
         raise DatasetError(f"'{source}' não contém nenhuma entrada (lista vazia).")
     for index, entry in enumerate(data):
