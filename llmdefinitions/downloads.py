@@ -43,7 +43,7 @@ DATASET_WITH_RESPONSE_URL = (
     "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch"
     "/main/ch07/01_main-chapter-code/instruction-data-with-response.json"
 )
-# Stanford Alpaca's 52K instructions (exercise of notebook 09); no fixed hash is known.
+# Stanford Alpaca's 52K instructions (exercise of notebook 12); no fixed hash is known.
 ALPACA_URL = "https://raw.githubusercontent.com/tatsu-lab/stanford_alpaca/main/alpaca_data.json"
 GPT2_BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2"
 GPT2_BACKUP_BASE_URL = "https://f001.backblazeb2.com/file/LLMs-from-scratch/gpt2"

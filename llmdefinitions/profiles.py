@@ -1,8 +1,9 @@
 """Notebook and pipeline profiles: the same code with bigger or smaller numbers.
 
-The profile is read from the environment variable ``LLMDEF_PERFIL``:
+The profile is read from the environment variable ``LLMDEF_PERFIL`` (unset: ``completo``
+where a GPU is available, ``rapido`` on a CPU-only machine):
 
-* ``completo`` (default) — the book's setup: GPT-2 medium (355M), all 1,100 entries,
+* ``completo`` — the book's setup: GPT-2 medium (355M), all 1,100 entries,
   batch 8, AdamW lr 5e-5 / weight decay 0.1, 2 epochs, answers of up to 256 tokens;
 * ``rapido`` — a CPU laptop: GPT-2 small (124M), a subset of the data, fewer steps;
 * ``teste`` — CI: a tiny GPT written as a real checkpoint (safetensors, the Hugging Face
@@ -76,6 +77,18 @@ class Profile:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def describe(self) -> str:
+        """One line in pt-BR: the model, the data, the training and how it computes."""
+        from .config import resolve_model_name
+
+        items = "/".join("todas" if n is None else str(n)
+                         for n in (self.train_items, self.val_items, self.test_items))
+        steps = f", no máximo {self.max_steps} passos" if self.max_steps else ""
+        way = "como no livro" if self.way == BOOK_WAY else "caminho otimizado"
+        epochs = "época" if self.num_epochs == 1 else "épocas"
+        return (f"Perfil {self.name}: {resolve_model_name(self.model_name)}; amostras de treino/validação/"
+                f"teste: {items}; {self.num_epochs} {epochs}{steps}, lote {self.batch_size}; {way}")
+
     def book_way(self) -> "Profile":
         """The same profile computed exactly as the book does: fp32, shuffled batches padded to
         their longest sample, PyTorch's default AdamW, no compile, one prompt at a time."""
@@ -94,12 +107,25 @@ PROFILES = {
 }
 
 
+def default_profile_name() -> str:
+    """``completo`` where a GPU (CUDA or Apple's MPS) is available, ``rapido`` on a CPU-only machine.
+
+    The book's full run takes minutes on a GPU and hours on a laptop CPU; a student who
+    sets nothing should get the run that fits the machine.
+    """
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    gpu = torch.cuda.is_available() or (mps is not None and mps.is_available())
+    return "completo" if gpu else "rapido"
+
+
 def load_profile(name: Optional[str] = None, **overrides) -> Profile:
-    """The profile called ``name`` or, by default, ``$LLMDEF_PERFIL`` (``completo`` if unset).
+    """The profile called ``name``, else ``$LLMDEF_PERFIL``, else :func:`default_profile_name`.
 
     ``overrides`` replace single fields (e.g. ``load_profile("rapido", num_epochs=2)``).
     """
-    name = (name or os.environ.get(PROFILE_ENV) or "completo").strip().lower()
+    name = (name or os.environ.get(PROFILE_ENV) or default_profile_name()).strip().lower()
     if name not in PROFILES:
         raise ValueError(
             f"Perfil desconhecido: {name!r} (variável {PROFILE_ENV}). "

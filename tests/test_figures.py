@@ -87,7 +87,7 @@ def test_catalog_for_the_notebooks():
 
 
 def test_lora_figure_uses_the_rank_of_notebook_08():
-    notebook = (ROOT / "notebooks" / "src" / "08_lora.md").read_text(encoding="utf-8")
+    notebook = (ROOT / "notebooks" / "src" / "09_lora.md").read_text(encoding="utf-8")
     assert "rank=16, alpha=16" in notebook
     d, r = 1024, 16
     texts = " ".join(_texts(_root("lora")))

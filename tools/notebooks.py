@@ -1,6 +1,7 @@
 """Keep each notebook and its readable source in step, both ways; store the outputs that teach.
 
 Every ``notebooks/NN_nome.ipynb`` is paired by **Jupytext** with ``notebooks/src/NN_nome.md``
+(solutions: ``notebooks/solucoes/NN_nome_solucoes.ipynb`` with ``notebooks/solucoes/src/…``)
 (MyST Markdown: prose as Markdown, code in ``{code-cell}`` blocks, slide types and tags as cell
 metadata). Edit either one:
 
@@ -36,9 +37,11 @@ ATTACHMENT = re.compile(r"\(attachment:([\w.-]+)\)")
 
 
 def notebook_paths(prefixes: Iterable[str] = ()) -> List[Path]:
-    """The course's notebooks, or those whose name starts with one of ``prefixes``."""
+    """The course's notebooks (lessons ``NN_*``, appendices ``AN_*``, then their solutions in
+    ``solucoes/``), or those whose name starts with one of ``prefixes``."""
     prefixes = list(prefixes)
-    paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    paths = [p for folder in (NOTEBOOKS, NOTEBOOKS / "solucoes")
+             for p in sorted(folder.glob("[0-9A][0-9]_*.ipynb"))]
     return [p for p in paths if not prefixes or any(p.name.startswith(x) for x in prefixes)]
 
 
@@ -132,7 +135,7 @@ def embed_figures(notebook: Path) -> bool:
 
 
 def execute(notebook: Path, timeout: int = 900) -> None:
-    """Run ``notebook`` in the ``teste`` profile from ``notebooks/``; keep only checked outputs."""
+    """Run ``notebook`` in the ``teste`` profile from its folder; keep only checked outputs."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -143,7 +146,7 @@ def execute(notebook: Path, timeout: int = 900) -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
     nb = nbformat.read(notebook, as_version=4)
     NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
-                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+                   resources={"metadata": {"path": str(notebook.parent)}}).execute()
     keep_checked_outputs(nb)
     _write(nb, notebook)
 
