@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 from ._argparse_pt import argparse_in_portuguese
 from .pipeline import (DEFAULT_CHECKPOINT_EVERY, PROG, STEP_NAMES, PipelineError, Run, RunOptions,
                        describe, run_steps)
+from .judge.defaults import DEFAULT_DEADLINE
 from .profiles import (DEFAULT_JUDGE_URL, OUTPUT_ENV, PROFILE_ENV, PROFILES, load_profile,
                        output_root)
 
@@ -31,14 +32,15 @@ HELPS = {
                 "histograma de comprimentos",
     "treinar": "faz o ajuste fino (retoma do checkpoint se foi interrompido)",
     "gerar": "gera as respostas do modelo para o conjunto de teste (retoma se foi interrompido)",
-    "avaliar": "pede a um LLM juiz (Ollama ou URL compatível com a OpenAI) as notas das respostas",
+    "avaliar": "avalia as respostas: métricas de referência e instruções verificáveis (sem servidor) e, se "
+               "houver um, as notas de um LLM juiz (Ollama ou URL compatível com a OpenAI)",
     "tudo": "roda todas as etapas, pulando as que já estão prontas",
 }
 REDO_HELPS = {
     "preparar": "refaz a etapa mesmo que seus arquivos já existam",
     "treinar": "refaz o treino do zero, ignorando modelo e checkpoint existentes",
     "gerar": "gera de novo todas as respostas, ignorando as já salvas",
-    "avaliar": "pede todas as notas de novo, apagando o cache do juiz",
+    "avaliar": "avalia de novo, apagando o cache do juiz (todas as notas são pedidas de novo)",
     "tudo": "refaz todas as etapas (o treino recomeça do zero)",
 }
 
@@ -65,6 +67,16 @@ def _non_negative_int(value: str) -> int:
     return number
 
 
+def _positive_seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"esperava um número de segundos > 0, recebi {value!r}")
+    return number
+
+
 def _add_common_options(parser: argparse.ArgumentParser, command: Optional[str]) -> None:
     """Options every subcommand takes, before or after it.
 
@@ -74,7 +86,8 @@ def _add_common_options(parser: argparse.ArgumentParser, command: Optional[str])
     default = (lambda value: value) if command is None else (lambda value: argparse.SUPPRESS)
     group = parser.add_argument_group("opções comuns")
     group.add_argument("--perfil", type=_profile_name, metavar="NOME", default=default(None),
-                       help=f"completo, rapido ou teste (padrão: ${PROFILE_ENV} ou completo)")
+                       help=f"completo, rapido ou teste (padrão: ${PROFILE_ENV}; sem ela, completo com GPU "
+                            "e rapido sem GPU)")
     group.add_argument("--saida", metavar="PASTA", default=default(None),
                        help=f"pasta de saída (padrão: ${OUTPUT_ENV} ou ./saida); "
                             "os resultados ficam em PASTA/<perfil>/")
@@ -130,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--juiz-simulado", action="store_true", dest="juiz_simulado",
                                  help="usa o DUBLÊ DE TESTE embutido no lugar de um juiz de verdade "
                                       "(notas por sobreposição de palavras; só para testes/CI, sem rede)")
+            command.add_argument("--timeout", type=_positive_seconds, metavar="SEGUNDOS", default=None,
+                                 help=f"tempo máximo de cada pedido ao juiz (padrão: {DEFAULT_DEADLINE:.0f} s); "
+                                      "um juiz que não responde a 3 itens seguidos encerra a avaliação")
+        if name == "avaliar":
+            command.add_argument("--respostas", metavar="ARQUIVO", default=None,
+                                 help="avalia este arquivo de respostas (formato do livro: instruction, input, "
+                                      "output, model_response) em vez das respostas desta execução")
     return parser
 
 
@@ -145,7 +165,9 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
                       device=args.dispositivo, redo=args.refazer,
                       checkpoint_every=getattr(args, "salvar_a_cada", DEFAULT_CHECKPOINT_EVERY),
                       judge_url=getattr(args, "url", None), judge_model=getattr(args, "modelo", None),
-                      judge_simulated=getattr(args, "juiz_simulado", False))
+                      judge_simulated=getattr(args, "juiz_simulado", False),
+                      judge_deadline=getattr(args, "timeout", None),
+                      responses_file=Path(args.respostas) if getattr(args, "respostas", None) else None)
 
 
 def run_command(args: argparse.Namespace, log=print) -> int:

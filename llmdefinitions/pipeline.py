@@ -31,6 +31,7 @@ from .profiles import Profile
 from .runs import RunPaths, run_paths
 
 PROG = "python -m llmdefinitions"
+STAND_IN_MODEL = "dublê-de-teste"   # the model name the judge's test double answers to
 DEFAULT_CHECKPOINT_EVERY = 50      # optimizer steps between training checkpoints
 Log = Callable[[str], None]
 
@@ -228,41 +229,55 @@ def _model_fingerprint(path: Path) -> str:
     return f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def generate_test_responses(profile: Profile, paths: RunPaths, model, prepared: PreparedData,
-                            progress: bool = True, fingerprint: str = "") -> list:
-    """The model's answer to every test entry, saved as ``instruction-data-with-response.json``.
+def generate_and_save(profile: Profile, model, tokenizer, entries: list, out_path: Path, partial_path: Path,
+                      progress: bool = True, fingerprint: str = "") -> list:
+    """Answer ``entries`` with ``model`` and save them (with ``model_response``) to ``out_path``.
 
     Greedy, up to ``profile.max_new_tokens`` tokens, ``profile.generation_batch_size``
-    prompts at a time. Each finished batch is appended to ``respostas-parciais.jsonl``;
-    after an interruption the answers already there are kept (when ``fingerprint``, the
-    model's identity, is unchanged) and only the rest is generated. The final file is
-    the same as an uninterrupted run's.
+    prompts at a time. Each finished batch is appended to ``partial_path``; after an
+    interruption the answers already there are kept (when ``fingerprint``, the model's
+    identity, and the settings are unchanged) and only the rest is generated. The final
+    file is the same as an uninterrupted run's.
     """
     from .generation import generate_responses, save_responses
     from .jsonl import append_jsonl, read_jsonl
 
-    header = {"respostas_parciais": paths.responses.name, "modelo": fingerprint,
-              "itens": len(prepared.test), "lote": profile.generation_batch_size,
-              "max_new_tokens": profile.max_new_tokens}
-    records = read_jsonl(paths.responses_partial)
+    header = {"respostas_parciais": out_path.name, "modelo": fingerprint, "itens": len(entries),
+              "lote": profile.generation_batch_size, "max_new_tokens": profile.max_new_tokens}
+    records = read_jsonl(partial_path)
     if records and records[0] != header:
-        paths.responses_partial.unlink()               # another model or other settings
+        partial_path.unlink()                          # another model or other settings
         records = []
     done = {int(r["index"]): r["model_response"] for r in records[1:]}
     if not records:
-        append_jsonl(paths.responses_partial, header)
+        append_jsonl(partial_path, header)
 
     def save_batch(answers: Dict[int, str]) -> None:
         for index, answer in answers.items():
-            append_jsonl(paths.responses_partial, {"index": index, "model_response": answer})
+            append_jsonl(partial_path, {"index": index, "model_response": answer})
 
-    responses = generate_responses(model, prepared.tokenizer, prepared.test,
-                                   max_new_tokens=profile.max_new_tokens,
+    responses = generate_responses(model, tokenizer, entries, max_new_tokens=profile.max_new_tokens,
                                    batch_size=profile.generation_batch_size, progress=progress,
                                    done=done, on_batch=save_batch)
-    rows = save_responses(prepared.test, responses, paths.responses)
-    paths.responses_partial.unlink(missing_ok=True)
+    rows = save_responses(entries, responses, out_path)
+    partial_path.unlink(missing_ok=True)
     return rows
+
+
+def generate_test_responses(profile: Profile, paths: RunPaths, model, prepared: PreparedData,
+                            progress: bool = True, fingerprint: str = "") -> list:
+    """The model's answer to every test entry, saved as ``instruction-data-with-response.json``."""
+    return generate_and_save(profile, model, prepared.tokenizer, prepared.test, paths.responses,
+                             paths.responses_partial, progress, fingerprint)
+
+
+def generate_verifiable_responses(profile: Profile, paths: RunPaths, model, tokenizer,
+                                  progress: bool = True, fingerprint: str = "") -> list:
+    """The model's answers to the course's verifiable-instruction prompts (``respostas-verificaveis.json``)."""
+    from .verifiable import as_entries, load_prompts
+
+    return generate_and_save(profile, model, tokenizer, as_entries(load_prompts()), paths.verifiable_responses,
+                             paths.verifiable_partial, progress, fingerprint)
 
 
 class JudgeEndpoint:
@@ -315,6 +330,7 @@ def judge_endpoint(profile: Profile, url: Optional[str] = None, model: Optional[
         return JudgeEndpoint(url or profile.judge_url, model)
     from .testing.fake_llm_server import FakeLLMServer
 
+    model = STAND_IN_MODEL                 # never shown as if a real judge's name
     server = FakeLLMServer(models=[model]).start()
     log(SIMULATED_JUDGE_WARNING)
     log(f"       Dublê de teste servindo em {server.url}.")
@@ -322,13 +338,15 @@ def judge_endpoint(profile: Profile, url: Optional[str] = None, model: Optional[
 
 
 def judge_responses(paths: RunPaths, endpoint: JudgeEndpoint, progress: bool = True,
-                    max_workers: int = 4):
-    """Score the saved responses with ``endpoint``; save scores, summary and histogram.
+                    max_workers: int = 4, responses_file: Optional[Path] = None, **client_kwargs):
+    """Score the responses (the run's, or ``responses_file``) with ``endpoint``; save scores and summary.
 
     ``pontuacoes.json`` holds one result per item (score or the reason there is none);
-    ``pontuacoes-resumo.json`` the summary and which judge gave the scores;
-    ``pontuacoes.png`` the histogram. Replies are cached (``juiz-cache.jsonl``) so an
-    interrupted run does not ask again. Returns ``(results, summary_dict)``.
+    ``pontuacoes-resumo.json`` the summary (mean with its interval), which judge gave the
+    scores and the run's report; ``pontuacoes.png`` the histogram. Replies are cached
+    (``juiz-cache.jsonl``): a rerun asks only for the items without a reply.
+    ``client_kwargs`` (``deadline``, ``timeout``, ``max_reply_bytes``) bound each request.
+    Returns ``(results, summary_dict)``.
     """
     import dataclasses
 
@@ -338,15 +356,17 @@ def judge_responses(paths: RunPaths, endpoint: JudgeEndpoint, progress: bool = T
     from .judge import save_score_results, score_responses, summarize_scores
     from .plotting import plot_score_histogram
 
-    entries = read_json(paths.responses)
+    source = responses_file or paths.responses
+    entries = read_json(source)
     results = score_responses(entries, "model_response", endpoint.model, url=endpoint.url,
                               cache_path=endpoint.cache_path(paths), max_workers=max_workers,
-                              progress=progress)
+                              progress=progress, **client_kwargs)
     save_score_results(results, paths.scores)
     summary = summarize_scores(results)
     record = {**dataclasses.asdict(summary), "n_missing": summary.n_missing,
               "judge_model": endpoint.model, "judge_url": endpoint.url,
-              "simulated": endpoint.simulated, "responses": paths.responses.name,
+              "simulated": endpoint.simulated, "responses": str(source),
+              "report": results.report.to_dict(),
               "failures": [r.reason for r in results if r.score is None]}
     write_json_atomic(paths.scores_summary, record)
     who = "DUBLÊ DE TESTE (não é um juiz)" if endpoint.simulated else f"juiz {endpoint.model}"
@@ -382,7 +402,14 @@ class RunOptions:
     judge_url: Optional[str] = None
     judge_model: Optional[str] = None
     judge_simulated: bool = False
+    judge_deadline: Optional[float] = None  # seconds per judge request (default: the judge's)
+    responses_file: Optional[Path] = None   # avaliar: any responses file instead of the run's
     progress: bool = True
+
+    @property
+    def judge_requested(self) -> bool:
+        """True when the user asked for a judge (URL, model or the test double): it must answer."""
+        return bool(self.judge_url or self.judge_model or self.judge_simulated)
 
 
 @dataclass
@@ -552,52 +579,68 @@ def _require_model(run: Run) -> None:
 
 def _generate(run: Run) -> None:
     _require_model(run)
-    model = load_finetuned(run.profile, run.paths, run.device)
+    paths = run.paths
+    model = load_finetuned(run.profile, paths, run.device)
     if run.options.redo:
-        run.paths.responses_partial.unlink(missing_ok=True)
-    rows = generate_test_responses(run.profile, run.paths, model, run.prepared(),
-                                   progress=run.options.progress,
-                                   fingerprint=_model_fingerprint(run.model_file))
-    run.log(f"{len(rows)} respostas salvas em '{run.paths.responses}'.")
+        paths.responses_partial.unlink(missing_ok=True)
+        paths.verifiable_partial.unlink(missing_ok=True)
+    fingerprint = _model_fingerprint(run.model_file)
+    prepared = run.prepared()
+    rows = generate_test_responses(run.profile, paths, model, prepared, progress=run.options.progress,
+                                   fingerprint=fingerprint)
+    run.log(f"{len(rows)} respostas do conjunto de teste salvas em '{paths.responses}'.")
     if rows:
         first = rows[0]
         run.log(f"Exemplo — instrução: {first['instruction']!r}\n"
                 f"          referência: {first['output']!r}\n"
                 f"          modelo: {first['model_response']!r}")
+    verifiable = generate_verifiable_responses(run.profile, paths, model, prepared.tokenizer,
+                                               progress=run.options.progress, fingerprint=fingerprint)
+    run.log(f"{len(verifiable)} respostas às instruções verificáveis salvas em '{paths.verifiable_responses}'.")
 
 
 # avaliar -------------------------------------------------------------------------
 
 def _judge_choice(run: Run) -> Tuple[str, str, bool]:
+    """``(url, model, simulated)``: what the user asked for, else the profile's judge."""
     options, profile = run.options, run.profile
-    return (options.judge_url or profile.judge_url, options.judge_model or profile.judge_model,
-            options.judge_simulated)
+    simulated = options.judge_simulated or (profile.judge_stand_in and not (options.judge_url or
+                                                                            options.judge_model))
+    return (options.judge_url or profile.judge_url, options.judge_model or profile.judge_model, simulated)
+
+
+def _responses_file(run: Run) -> Path:
+    return run.options.responses_file or run.paths.responses
 
 
 def _require_responses(run: Run) -> None:
-    if not run.paths.responses.is_file():
+    if not _responses_file(run).is_file():
+        if run.options.responses_file:
+            raise PipelineError(f"Arquivo de respostas não encontrado: '{run.options.responses_file}'.")
         raise PipelineError(
             f"Respostas do modelo não encontradas em '{run.paths.responses}'. Gere-as antes:\n"
-            f"  {run.command('gerar')}")
+            f"  {run.command('gerar')}\n(ou avalie outro arquivo: {PROG} avaliar --respostas ARQUIVO)")
 
 
-def _judge_changed(run: Run) -> Optional[str]:
-    """Reason to redo the scores when they came from another judge than the one asked for now."""
+def _evaluation_stale(run: Run) -> Optional[str]:
+    """Reason to evaluate again: another file, another judge asked for, or a judge that failed before."""
     from .io import read_json
 
     try:
-        summary = read_json(run.paths.scores_summary)
-        before = (summary["judge_url"], summary["judge_model"], bool(summary["simulated"]))
+        before = read_json(run.paths.evaluation_json)
+        judge = before["juiz"]
     except (OSError, ValueError, KeyError, TypeError):
-        return "o resumo das notas está ilegível"
+        return "a avaliação anterior está ilegível"
+    if before.get("respostas") != str(_responses_file(run)):
+        return f"a avaliação anterior foi de '{before.get('respostas')}'"
     url, model, simulated = _judge_choice(run)
-    if before[2] != simulated:
-        return ("as notas existentes são do juiz simulado" if before[2]
-                else "as notas existentes são de um juiz de verdade, e agora foi pedido o simulado")
-    if before[1] != model:
-        return f"as notas existentes são do juiz '{before[1]}', e agora foi pedido '{model}'"
-    if not simulated and before[0] != url:
-        return f"as notas existentes vieram de {before[0]}, e agora foi pedido {url}"
+    if judge["status"] == "falhou":
+        return "o juiz falhou na avaliação anterior"
+    if judge["status"] == "pulado":
+        return "pedido um juiz, e a avaliação anterior não teve juiz" if run.options.judge_requested else None
+    if (judge["url"], judge["modelo"], bool(judge["simulado"])) != (url, model, simulated) and \
+            (run.options.judge_requested or bool(judge["simulado"]) != simulated):
+        return f"as notas existentes são de {judge['modelo']} em {judge['url']}"
     return None
 
 
@@ -609,16 +652,21 @@ def _judge_unreachable(run: Run, url: str, model: str, message: str) -> Pipeline
         f"`ollama pull {model}`; depois repita o comando.\n"
         "  - Outro servidor compatível com a OpenAI (llama.cpp, vLLM, LM Studio): "
         "--url http://localhost:8080/v1/chat/completions --modelo NOME\n"
-        "  - Só para testar o encadeamento, sem juiz de verdade: --juiz-simulado "
-        "(as notas vêm de um dublê de teste).\n"
-        f"O que já foi feito está salvo em '{run.paths.run_dir}': "
-        "rode o mesmo comando de novo para continuar dali.")
+        f"As métricas que não precisam de juiz já estão em '{run.paths.evaluation_json}'; "
+        "rode o mesmo comando de novo quando o juiz estiver no ar.")
 
 
-def _evaluate(run: Run) -> None:
-    from .judge import JudgeError, check_server, summarize_scores
+def _run_judge(run: Run):
+    """Score with the judge; returns a :class:`~llmdefinitions.evaluation.JudgeOutcome`.
 
-    _require_responses(run)
+    A judge that was not asked for and does not answer is *skipped* (not an error);
+    one that was asked for and does not answer, or never answers a single item, *fails*.
+    """
+    import dataclasses
+
+    from .evaluation import FAILED, JUDGED, SKIPPED, JudgeOutcome
+    from .judge import JudgeError, check_server
+
     url, model, simulated = _judge_choice(run)
     paths = run.paths
     with contextlib.ExitStack() as stack:
@@ -630,24 +678,57 @@ def _evaluate(run: Run) -> None:
         if not simulated:
             status = check_server(url, model, timeout=10.0)
             if not status.ok:
-                raise _judge_unreachable(run, url, model, status.message)
+                if run.options.judge_requested:
+                    return JudgeOutcome(FAILED, model, url, reason=status.message)
+                hint = (f"sem juiz em {url} ({status.message.splitlines()[0]}). Para ter as notas de um LLM "
+                        f"juiz: rode `ollama serve` e `ollama pull {model}`, ou passe --url/--modelo de um "
+                        "servidor compatível com a OpenAI, e repita o comando.")
+                return JudgeOutcome(SKIPPED, model, url, reason=hint)
             run.log(status.message)
+        kwargs = {"deadline": run.options.judge_deadline} if run.options.judge_deadline else {}
         try:
-            results, _ = judge_responses(paths, endpoint, progress=run.options.progress)
-        except JudgeError as exc:                 # e.g. the server stopped in the middle
-            raise PipelineError(
-                f"O juiz falhou: {exc}\nAs respostas que ele já deu estão no cache "
-                f"('{paths.run_dir}'): rode o mesmo comando de novo para continuar dali.") from None
-    summary = summarize_scores(results)
-    who = "DUBLÊ DE TESTE" if simulated else f"juiz {model}"
-    run.log(f"{summary} ({who}).")
-    failures = [r for r in results if r.score is None]
-    if failures:
-        run.log(f"{len(failures)} item(ns) sem nota; primeiro motivo: {failures[0].reason}")
-    run.log(f"Notas salvas em '{paths.scores}'; resumo em '{paths.scores_summary.name}'; "
-            f"histograma em '{paths.scores_png.name}'.")
-    if simulated:
+            results, record = judge_responses(paths, endpoint, progress=run.options.progress,
+                                              responses_file=_responses_file(run), **kwargs)
+        except JudgeError as exc:                      # e.g. the server stopped in the middle
+            return JudgeOutcome(FAILED, model, url, simulated, reason=str(exc))
+    report = results.report
+    summary = {key: record[key] for key in ("mean", "n_scored", "n_total", "interval") if key in record}
+    outcome = JudgeOutcome(FAILED if report.judge_never_answered else JUDGED, model, url, simulated,
+                           reason=str(report) if report.judge_never_answered else None,
+                           summary=summary, report=report.to_dict())
+    run.log(f"Juiz ({'DUBLÊ DE TESTE' if simulated else model}): {report}")
+    if report.n_with_score:
+        from .judge import summarize_scores
+        run.log(f"Nota média: {summarize_scores(results)}")
+    return outcome
+
+
+def _evaluate(run: Run) -> None:
+    from .evaluation import FAILED, SKIPPED, Evaluation, save_evaluation, score_verifiable
+    from .metrics import load_responses, reference_metrics
+
+    _require_responses(run)
+    paths, source = run.paths, _responses_file(run)
+    entries = load_responses(source)
+    evaluation = Evaluation(str(source), len(entries), reference_metrics(entries))
+    if run.options.responses_file:
+        evaluation.verifiable_note = "só para as respostas do próprio modelo (gerar), não para --respostas"
+    elif paths.verifiable_responses.is_file():
+        evaluation.verifiable = score_verifiable(paths.verifiable_responses)
+    else:
+        evaluation.verifiable_note = f"'{paths.verifiable_responses.name}' ainda não existe (rode gerar)"
+    evaluation.judge = _run_judge(run)
+    save_evaluation(evaluation, paths.evaluation_json, paths.evaluation_png)
+    run.log(evaluation.to_text())
+    judge = evaluation.judge
+    if judge.status == SKIPPED:
+        run.log(f"Juiz pulado: {judge.reason}")
+    run.log(f"Avaliação salva em '{paths.evaluation_json}' e '{paths.evaluation_png.name}'.")
+    if judge.simulated:
         run.log("Lembrete: notas do DUBLÊ DE TESTE, não de um juiz.")
+    if judge.status == FAILED:
+        url, model, _ = _judge_choice(run)
+        raise _judge_unreachable(run, url, model, judge.reason or "")
 
 
 STEPS: Dict[str, Step] = {step.name: step for step in (
@@ -659,14 +740,14 @@ STEPS: Dict[str, Step] = {step.name: step for step in (
          inputs=lambda run: [run.paths.data_file],
          outputs=lambda run: [run.model_file, run.paths.losses_json, run.paths.losses_png],
          run=_train),
-    Step("gerar", "respostas para o conjunto de teste",
+    Step("gerar", "respostas para o conjunto de teste e as instruções verificáveis",
          inputs=lambda run: [run.paths.data_file, run.model_file],
-         outputs=lambda run: [run.paths.responses],
+         outputs=lambda run: [run.paths.responses, run.paths.verifiable_responses],
          run=_generate, require=_require_model),
-    Step("avaliar", "notas do LLM juiz",
-         inputs=lambda run: [run.paths.responses],
-         outputs=lambda run: [run.paths.scores, run.paths.scores_summary, run.paths.scores_png],
-         run=_evaluate, require=_require_responses, stale=_judge_changed),
+    Step("avaliar", "métricas, instruções verificáveis e LLM juiz",
+         inputs=lambda run: [_responses_file(run), run.paths.verifiable_responses],
+         outputs=lambda run: [run.paths.evaluation_json, run.paths.evaluation_png],
+         run=_evaluate, require=_require_responses, stale=_evaluation_stale),
 )}
 STEP_NAMES = tuple(STEPS)
 

@@ -21,11 +21,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional, Union
 
+from .judge.defaults import DEFAULT_MODEL as DEFAULT_JUDGE_MODEL
+from .judge.defaults import DEFAULT_URL as DEFAULT_JUDGE_URL
+
 PROFILE_ENV = "LLMDEF_PERFIL"
 OUTPUT_ENV = "LLMDEF_SAIDA"
+JUDGE_URL_ENV = "LLMDEF_JUIZ_URL"     # where the judge answers when no --url is given (e.g. a remote Ollama)
 FAST_WAY, BOOK_WAY = "otimizado", "livro"
-DEFAULT_JUDGE_MODEL = "llama3"
-DEFAULT_JUDGE_URL = "http://localhost:11434/api/chat"     # Ollama's chat route, as in the book
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,10 @@ def load_profile(name: Optional[str] = None, **overrides) -> Profile:
             f"Perfil desconhecido: {name!r} (variável {PROFILE_ENV}). "
             f"Use um destes: {', '.join(PROFILES)}."
         )
-    return replace(PROFILES[name], **overrides) if overrides else PROFILES[name]
+    profile = PROFILES[name]
+    if os.environ.get(JUDGE_URL_ENV):
+        profile = replace(profile, judge_url=os.environ[JUDGE_URL_ENV].strip())
+    return replace(profile, **overrides) if overrides else profile
 
 
 def output_root(base: Optional[os.PathLike] = None) -> Path:

@@ -51,6 +51,8 @@ class RunPaths:
     losses_png = property(lambda self: self._file("perdas.png"))
     responses = property(lambda self: self._file("instruction-data-with-response.json"))
     responses_partial = property(lambda self: self._file("respostas-parciais.jsonl"))
+    verifiable_responses = property(lambda self: self._file("respostas-verificaveis.json"))
+    verifiable_partial = property(lambda self: self._file("respostas-verificaveis-parciais.jsonl"))
     evaluation_json = property(lambda self: self._file("avaliacao.json"))
     evaluation_png = property(lambda self: self._file("avaliacao.png"))
     scores = property(lambda self: self._file("pontuacoes.json"))

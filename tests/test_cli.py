@@ -165,7 +165,7 @@ def test_run_folder_holds_every_output(pipeline_run):
     # Evaluations at steps 0 and 2 of 4: the interrupted run's first one was kept on resume.
     assert len(losses["train_losses"]) == len(losses["val_losses"]) == len(losses["tokens_seen"]) == 2
     assert all(math.isfinite(x) for x in losses["train_losses"] + losses["val_losses"])
-    for png in ("perdas.png", "comprimentos.png", "pontuacoes.png"):
+    for png in ("perdas.png", "comprimentos.png", "pontuacoes.png", "avaliacao.png"):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     assert "Relatório de qualidade dos dados" in (run_dir / "qualidade-dados.txt").read_text(encoding="utf-8")
 
@@ -186,6 +186,14 @@ def test_run_folder_holds_every_output(pipeline_run):
     summary = json.loads((run_dir / "pontuacoes-resumo.json").read_text(encoding="utf-8"))
     assert summary["simulated"] is True and summary["n_total"] == len(responses)
     assert summary["n_scored"] == sum(s["score"] is not None for s in scores)
+
+    evaluation = json.loads((run_dir / "avaliacao.json").read_text(encoding="utf-8"))
+    assert evaluation["n"] == len(responses) and evaluation["juiz"]["simulado"] is True
+    for metric in ("exact_match", "token_f1", "rouge_l", "bleu", "chrf"):
+        interval = evaluation["metricas"]["metrics"][metric]["interval"]
+        assert 0 <= interval["low"] <= interval["estimate"] <= interval["high"] <= 100, metric
+    verifiable = json.loads((run_dir / "respostas-verificaveis.json").read_text(encoding="utf-8"))
+    assert len(verifiable) == evaluation["verificaveis"]["n_prompts"] >= 120
 
 
 def test_deleting_the_responses_reruns_only_generation_and_judge(pipeline_run, cli_runner, capsys):
@@ -225,10 +233,10 @@ def test_unreachable_judge_says_what_to_do(pipeline_run, capsys):
     err = capsys.readouterr().err
     assert code == cli.EXIT_ERROR
     assert f"O juiz não está disponível em {url}" in err
-    assert "ollama serve" in err and "--juiz-simulado" in err and "rode o mesmo comando de novo" in err
-    # The simulated scores are still there, marked as such.
-    summary = json.loads((pipeline_run["run_dir"] / "pontuacoes-resumo.json").read_text(encoding="utf-8"))
-    assert summary["simulated"] is True
+    assert "ollama serve" in err and "rode o mesmo comando de novo" in err
+    # The metrics that need no judge were computed and saved; the judge is recorded as failed.
+    evaluation = json.loads((pipeline_run["run_dir"] / "avaliacao.json").read_text(encoding="utf-8"))
+    assert evaluation["juiz"]["status"] == "falhou" and evaluation["metricas"]["n"] == PROFILE.test_items
 
 
 def test_unknown_profile_in_a_subprocess_exits_2_without_traceback(cli_runner, tmp_path):
@@ -306,3 +314,28 @@ def test_a_checkpoint_that_would_run_code_is_refused_on_resume(cli_runner, tmp_p
     assert "recusado por segurança" in result.stderr and "weights_only=False" not in result.stderr
     assert not marker.exists()
     _no_traceback(result)
+
+
+def test_no_judge_asked_and_none_answering_is_skipped_not_an_error(cli_runner, tmp_path):
+    """The book's published answers, scored with no server: metrics and intervals, judge skipped, exit 0."""
+    book = MIRROR / "instruction-data-with-response.json"
+    closed = f"http://127.0.0.1:{_closed_port()}/api/chat"
+    result = cli_runner.run("avaliar", "--perfil", "rapido", "--saida", tmp_path, "--respostas", book,
+                            LLMDEF_JUIZ_URL=closed)
+    assert result.returncode == 0, result.stderr[-2000:]
+    _no_traceback(result)
+    assert "Juiz pulado" in result.stdout and "ollama serve" in result.stdout
+    evaluation = json.loads((tmp_path / "rapido" / "avaliacao.json").read_text(encoding="utf-8"))
+    assert evaluation["n"] == 110 and evaluation["juiz"]["status"] == "pulado"
+    em = evaluation["metricas"]["metrics"]["exact_match"]["interval"]
+    assert em["low"] < em["estimate"] < em["high"]
+
+
+def test_a_bad_responses_file_names_the_item_and_writes_nothing(tmp_path, capsys):
+    bad = tmp_path / "respostas.json"
+    bad.write_text(json.dumps([{"instruction": "a", "input": "", "output": "b", "model_response": "c"},
+                               {"instruction": "a", "input": "", "output": "b"}]), encoding="utf-8")
+    code = cli.main(["avaliar", "--perfil", "teste", "--saida", str(tmp_path / "saida"), "--respostas", str(bad)])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_ERROR and "model_response" in err and "1" in err and str(bad) in err
+    assert not (tmp_path / "saida" / "teste" / "avaliacao.json").exists()
