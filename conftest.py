@@ -32,9 +32,13 @@ def pytest_sessionstart(session):
     if target.exists():
         return
     sys.path.insert(0, str(_ROOT / "tests"))
+    from shared_data import SharedDataMissing
     from test_exercises import default_source, write_alpaca_slice
 
-    _alpaca_slice = write_alpaca_slice(target, default_source())
+    try:
+        _alpaca_slice = write_alpaca_slice(target, default_source())
+    except SharedDataMissing as exc:          # reported by the tests that need the data, one line each
+        print(f"\nAVISO: {exc}")
 
 
 def pytest_sessionfinish(session, exitstatus):

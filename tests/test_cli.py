@@ -29,18 +29,19 @@ from llmdefinitions.runs import sft_model_filename
 REPO = Path(__file__).resolve().parents[1]
 import shared_data  # noqa: E402  (tests/shared_data.py)
 
-MIRROR = shared_data.locate()   # ../shared/data, or the same public files downloaded
 PROFILE = load_profile("teste")
 MODEL_FILE = sft_model_filename(PROFILE.model_name)
 RESPONSE_KEYS = {"instruction", "input", "output", "model_response"}
 
 
+def _mirror() -> Path:
+    """The public files (tests/shared_data.py), found when a test first needs them."""
+    return shared_data.locate()
+
+
 def _env(tiktoken_cache: Path, **extra) -> dict:
-    if not (MIRROR / "instruction-data.json").is_file():
-        pytest.fail(f"Pasta de dados compartilhada não encontrada em {MIRROR} "
-                    "(o CI a coloca ao lado do repositório como ../shared/data).")
     env = {k: v for k, v in os.environ.items() if k not in ("LLMDEF_PERFIL", "LLMDEF_SAIDA")}
-    env.update(LLMDEF_MIRROR=str(MIRROR), TIKTOKEN_CACHE_DIR=str(tiktoken_cache),
+    env.update(LLMDEF_MIRROR=str(_mirror()), TIKTOKEN_CACHE_DIR=str(tiktoken_cache),
                PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
                PYTHONIOENCODING="utf-8", **extra)
     return env
@@ -173,7 +174,7 @@ def test_run_folder_holds_every_output(pipeline_run):
     GPTModel(get_config(PROFILE.model_name)).load_state_dict(state)
 
     responses = json.loads((run_dir / "instruction-data-with-response.json").read_text(encoding="utf-8"))
-    test_split = split_data(json.loads((MIRROR / "instruction-data.json").read_text(encoding="utf-8"))).test
+    test_split = split_data(json.loads((_mirror() / "instruction-data.json").read_text(encoding="utf-8"))).test
     assert len(responses) == PROFILE.test_items
     assert all(set(r) == RESPONSE_KEYS and isinstance(r["model_response"], str) for r in responses)
     assert [r["instruction"] for r in responses] == [e["instruction"] for e in test_split[:PROFILE.test_items]]
@@ -318,7 +319,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_on_resume(cli_runner, tmp_p
 
 def test_no_judge_asked_and_none_answering_is_skipped_not_an_error(cli_runner, tmp_path):
     """The book's published answers, scored with no server: metrics and intervals, judge skipped, exit 0."""
-    book = MIRROR / "instruction-data-with-response.json"
+    book = _mirror() / "instruction-data-with-response.json"
     closed = f"http://127.0.0.1:{_closed_port()}/api/chat"
     result = cli_runner.run("avaliar", "--perfil", "rapido", "--saida", tmp_path, "--respostas", book,
                             LLMDEF_JUIZ_URL=closed)

@@ -25,11 +25,9 @@ from llmdefinitions import judge
 
 pytestmark = pytest.mark.llm_server
 
-import shared_data  # noqa: E402  (tests/shared_data.py)
 
-SHARED_DATA = shared_data.locate()   # ../shared/data, or the same public files downloaded
 HOW_TO_START = ("Inicie-o com `bash tools/start_llm_server.sh` (instala llama-cpp-python e o "
-                "SmolLM2-135M; a compilação leva ~13 min em 2 núcleos na primeira vez) e rode o `export LLMDEF_LLM_SERVER_URL=...` que ele imprime.")
+                "SmolLM2-135M; a compilação levou de 4 a 6 min em 2 núcleos na primeira vez) e rode o `export LLMDEF_LLM_SERVER_URL=...` que ele imprime.")
 N_ITEMS = 5
 REAL = {"timeout": 120.0, "deadline": 300.0, "retries": 1, "backoff": 1.0, "options": {"num_predict": 24}}
 
@@ -50,10 +48,8 @@ def server_url() -> str:
 
 
 @pytest.fixture(scope="module")
-def test_items():
-    path = SHARED_DATA / "instruction-data-with-response.json"
-    if not path.is_file():
-        pytest.fail(f"Dados compartilhados ausentes: {path} (veja shared/data/README.md).")
+def test_items(shared_data):
+    path = shared_data / "instruction-data-with-response.json"
     return json.loads(path.read_text(encoding="utf-8"))[:N_ITEMS]
 
 
