@@ -70,7 +70,7 @@ def render_entry(entry: Mapping[str, str], tokenizer, index: Optional[int] = Non
     prompt_style = get_prompt_style(style)
     prompt_text = prompt_style.prompt(entry)       # what instruction masking hides
     ids, prompt_length = entry_tokens(entry, tokenizer, style)
-    title = "Entrada" if index is None else f"Entrada {index}" + (f" (de {total}, contando do 0)" if total else "")
+    title = "Amostra" if index is None else f"Amostra {index}" + (f" (de {total}, contando do 0)" if total else "")
     chips = []
     for position, token_id in enumerate(ids):
         piece = tokenizer.decode([token_id])
@@ -102,7 +102,7 @@ def dataset_browser(data: Sequence[Mapping[str, str]], tokenizer, prompt_style: 
     widgets = _ipywidgets()
     validate_entries(list(data), "dataset_browser")
     get_prompt_style(prompt_style)                       # fail now, with the list of styles
-    slider = widgets.IntSlider(value=0, min=0, max=len(data) - 1, description="Entrada",
+    slider = widgets.IntSlider(value=0, min=0, max=len(data) - 1, description="Amostra",
                                continuous_update=False,
                                layout=widgets.Layout(width="60%"))
     view = widgets.HTML()
