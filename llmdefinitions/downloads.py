@@ -133,11 +133,12 @@ class MirrorError(DownloadError):
 def project_root(start: Optional[PathLike] = None) -> Optional[Path]:
     """The folder holding this package's ``pyproject.toml``, or ``None``.
 
-    Found beside the imported package (an editable install, ``pip install -e .``), else
-    by walking up from ``start`` (default: the current folder), e.g. from ``notebooks/``.
+    Found by walking up from ``start`` (default: the current folder, e.g. ``notebooks/``:
+    the checkout the user works in), else beside the imported package (an editable
+    install, ``pip install -e .``, run from any folder).
     """
     start = Path(start or Path.cwd()).resolve()
-    for folder in (Path(__file__).resolve().parent.parent, start, *start.parents):
+    for folder in (start, *start.parents, Path(__file__).resolve().parent.parent):
         pyproject = folder / "pyproject.toml"
         try:
             text = pyproject.read_text(encoding="utf-8")
@@ -160,10 +161,10 @@ def mirror_dir() -> Optional[Path]:
     if not value:
         return None
     path = Path(value).expanduser()
-    looked = [path] if path.is_absolute() else [Path.cwd() / path]
+    looked = [path] if path.is_absolute() else [(Path.cwd() / path).resolve()]
     root = project_root()
-    if not path.is_absolute() and root is not None and root / path not in looked:
-        looked.append(root / path)
+    if not path.is_absolute() and root is not None and (root / path).resolve() not in looked:
+        looked.append((root / path).resolve())
     for place in looked:
         if place.is_dir():
             return place.resolve()

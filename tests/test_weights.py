@@ -159,3 +159,56 @@ def test_hparams_written_as_openai_does(tmp_path, hf_model):
     assert json.loads((tmp_path / "hparams.json").read_text()) == {
         "n_vocab": VOCAB, "n_ctx": N_CTX, "n_embd": N_EMBD, "n_head": N_HEAD, "n_layer": N_LAYER}
     assert (tmp_path / "checkpoint").read_text().startswith('model_checkpoint_path: "model.ckpt"')
+
+
+# --------------------------------------------------------------------------- the safetensors route
+def test_downloaded_model_folder_is_checked_whole_and_bad_files_fetched_again(tmp_path, monkeypatch, capsys):
+    """A folder of the safetensors route with a cut or missing file gets it again (here: from the mirror)."""
+    from llmdefinitions import downloads
+    from llmdefinitions.weights import load_gpt2_params
+
+    url = downloads.hf_url("openai-community/gpt2", "model.safetensors")
+    monkeypatch.delitem(downloads.KNOWN_SHA256, url)     # the mirror holds a small stand-in model
+    monkeypatch.delitem(downloads.KNOWN_SIZES, url)
+    torch.manual_seed(4)
+    model = GPTModel(CFG)
+    mirror = tmp_path / "espelho"
+    write_gpt2_safetensors(params_from_gpt(model), settings_from_cfg(CFG), mirror / "hf" / "openai-community" / "gpt2")
+    monkeypatch.setenv("LLMDEF_MIRROR", str(mirror))
+    models = tmp_path / "modelos"
+    settings, params = load_gpt2_params("124M", models)
+    folder = models / "hf-124M"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])           # cut short
+    (folder / "config.json").write_text("{", encoding="utf-8")  # not JSON any more
+    capsys.readouterr()
+    _, again = load_gpt2_params("124M", models)
+    err = capsys.readouterr().err
+    assert "config.json" in err and "model.safetensors" in err  # both copied again from the mirror
+    np.testing.assert_array_equal(again["wte"], params["wte"])
+    weights.unlink()
+    load_gpt2_params("124M", models)
+    assert weights.is_file()
+
+
+def test_load_gpt2_params_routes_and_rejects_an_unknown_source(tmp_path, hf_model):
+    from llmdefinitions.weights import load_gpt2_params
+
+    write_gpt2_tf_checkpoint(hf_params(hf_model), settings_from_cfg(CFG), tmp_path / "tiny")
+    settings, params = load_gpt2_params("tiny", tmp_path, source="tf")
+    assert settings["n_layer"] == N_LAYER and max_logit_difference(hf_model, params) <= 1e-4
+    with pytest.raises(ValueError, match="Origem de pesos desconhecida: 'pt'"):
+        load_gpt2_params("tiny", tmp_path, source="pt")
+
+
+def test_tiny_checkpoint_holds_the_model_its_seed_makes(tmp_path):
+    from llmdefinitions.weights import ensure_tiny_checkpoint, load_gpt2_params, write_random_gpt2_checkpoint
+
+    ensure_tiny_checkpoint(CFG, tmp_path / "a", seed=9)
+    write_random_gpt2_checkpoint(CFG, tmp_path / "b", seed=9, fmt="safetensors")   # the same recipe, by hand
+    _, ours = load_gpt2_params("tiny", tmp_path / "a")
+    by_hand = load_gpt2_params_from_safetensors(tmp_path / "b" / "model.safetensors")
+    x = torch.randint(0, VOCAB, (1, 8))
+    torch.testing.assert_close(load_weights_into_gpt(GPTModel(CFG), ours).eval()(x),
+                               load_weights_into_gpt(GPTModel(CFG), by_hand).eval()(x), rtol=0, atol=0)
