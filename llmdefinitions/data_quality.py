@@ -237,43 +237,68 @@ def _candidate_pairs(signatures, usable, bands: int, rows: int):
     return np.stack([codes // len(signatures), codes % len(signatures)], axis=1)
 
 
-def _near_pairs(keys: Sequence[str], threshold: float, n: int,
-                progress: Optional[bool] = None) -> List[NearDuplicate]:
-    """All pairs ``i < j`` of ``keys`` with shingle Jaccard >= ``threshold``, exact copies included.
+class _NearJoin:
+    """The near-duplicate join of ``keys``, done once, read in several ways.
 
-    Identical keys are hashed once (a group of copies is one row, expanded at the end);
-    candidates come from MinHash + LSH and each is confirmed with :func:`jaccard`.
+    Identical keys are one *group* (hashed once); ``similar`` holds the pairs of
+    groups ``(a, b, jaccard)`` with ``a < b`` that reach the threshold: candidates from
+    MinHash + LSH, each confirmed with :func:`jaccard`. Pairs of entries are only
+    spelled out when asked for (a group of 10,000 copies is one row, not 50 million pairs).
     """
-    import numpy as np
-    from tqdm.auto import tqdm
 
-    _check_threshold(threshold)
-    if progress is None:
-        progress = len(keys) >= _AUTO_PROGRESS_FROM
-    groups: Dict[str, List[int]] = defaultdict(list)
-    for index, key in enumerate(keys):
-        groups[key].append(index)
-    distinct = list(groups)
-    pairs: List[NearDuplicate] = [NearDuplicate(i, j, 1.0) for members in groups.values()
-                                  for i, j in itertools.combinations(members, 2)]
-    if len(distinct) < 2:
-        return pairs
-    signatures = minhash_signatures(distinct, n, progress=progress)
-    usable = np.fromiter((len(k) > 0 for k in distinct), dtype=bool, count=len(distinct))
-    candidates = _candidate_pairs(signatures, usable, *lsh_bands(threshold))
-    del signatures
+    def __init__(self, keys: Sequence[str], threshold: float, n: int, progress: Optional[bool] = None):
+        import numpy as np
+        from tqdm.auto import tqdm
 
-    @functools.lru_cache(maxsize=4096)
-    def shingle_set(k: int) -> FrozenSet[str]:
-        return shingles(distinct[k], n)
+        _check_threshold(threshold)
+        if progress is None:
+            progress = len(keys) >= _AUTO_PROGRESS_FROM
+        by_key: Dict[str, List[int]] = defaultdict(list)
+        for index, key in enumerate(keys):
+            by_key[key].append(index)
+        distinct = list(by_key)
+        self.groups: List[List[int]] = list(by_key.values())
+        self.similar: List[Tuple[int, int, float]] = []
+        if len(distinct) < 2:
+            return
+        signatures = minhash_signatures(distinct, n, progress=progress)
+        usable = np.fromiter((len(k) > 0 for k in distinct), dtype=bool, count=len(distinct))
+        candidates = _candidate_pairs(signatures, usable, *lsh_bands(threshold))
+        del signatures
 
-    for a, b in tqdm(candidates.tolist(), desc="verificando pares", unit="par", disable=not progress):
-        similarity = jaccard(shingle_set(a), shingle_set(b))
-        if similarity >= threshold:
-            for i in groups[distinct[a]]:
-                for j in groups[distinct[b]]:
-                    pairs.append(NearDuplicate(min(i, j), max(i, j), similarity))
-    return pairs
+        @functools.lru_cache(maxsize=4096)
+        def shingle_set(k: int) -> FrozenSet[str]:
+            return shingles(distinct[k], n)
+
+        for a, b in tqdm(candidates.tolist(), desc="verificando pares", unit="par", disable=not progress):
+            similarity = jaccard(shingle_set(a), shingle_set(b))
+            if similarity >= threshold:
+                self.similar.append((a, b, similarity))
+
+    def within(self, start: int, stop: int, include_exact: bool = False) -> List[NearDuplicate]:
+        """Pairs with both entries in ``[start, stop)``, indices from ``start``, sorted."""
+        def inside(group: List[int]) -> List[int]:
+            return [i - start for i in group if start <= i < stop]
+
+        pairs = [NearDuplicate(min(i, j), max(i, j), sim) for a, b, sim in self.similar
+                 for i in inside(self.groups[a]) for j in inside(self.groups[b])]
+        if include_exact:
+            pairs += [NearDuplicate(i, j, 1.0) for group in self.groups
+                      for i, j in itertools.combinations(inside(group), 2)]
+        return sorted(pairs, key=lambda p: (-p.similarity, p.i, p.j))
+
+    def across(self, first: Tuple[int, int], second: Tuple[int, int]) -> List[Overlap]:
+        """``(index in second, index in first)`` of every similar or identical pair between them."""
+        def part(group: List[int], bounds: Tuple[int, int]) -> List[int]:
+            return [i - bounds[0] for i in group if bounds[0] <= i < bounds[1]]
+
+        found = {Overlap(j, i) for group in self.groups
+                 for i in part(group, first) for j in part(group, second)}
+        for a, b, _ in self.similar:
+            for x, y in ((a, b), (b, a)):
+                found.update(Overlap(j, i) for i in part(self.groups[x], first)
+                             for j in part(self.groups[y], second))
+        return sorted(found)
 
 
 def near_duplicates(
@@ -293,10 +318,7 @@ def near_duplicates(
     chance); ``progress`` shows bars (default: only for 20,000 entries or more).
     """
     keys = [entry_key(entry, fields) for entry in data]
-    pairs = _near_pairs(keys, threshold, n, progress)
-    if not include_exact:
-        pairs = [p for p in pairs if keys[p.i] != keys[p.j]]
-    return sorted(pairs, key=lambda p: (-p.similarity, p.i, p.j))
+    return _NearJoin(keys, threshold, n, progress).within(0, len(keys), include_exact)
 
 
 class Overlap(NamedTuple):
@@ -328,13 +350,9 @@ def overlap(
             found.add(Overlap(i_other, i_train))
     if near_threshold is not None:
         keys = [entry_key(e, fields) for e in list(train) + list(other)]
-        found.update(_cross_pairs(_near_pairs(keys, near_threshold, n), len(train), len(keys)))
+        join = _NearJoin(keys, near_threshold, n)
+        found.update(join.across((0, len(train)), (len(train), len(keys))))
     return sorted(found)
-
-
-def _cross_pairs(pairs: Sequence[NearDuplicate], start: int, stop: int) -> List[Overlap]:
-    """Pairs with ``i`` before ``start`` and ``j`` in ``[start, stop)``, as ``(j - start, i)``."""
-    return [Overlap(p.j - start, p.i) for p in pairs if p.i < start <= p.j < stop]
 
 
 # ---------------------------------------------------------------- lengths
@@ -603,14 +621,7 @@ def _grid(header: Sequence[object], rows: Sequence[Sequence[object]]) -> List[st
 
 def _split_overlap(train, other, near: List[Overlap]) -> SplitOverlap:
     return SplitOverlap(exact=overlap(train, other), prompt=overlap(train, other, fields=PROMPT_FIELDS),
-                        near=sorted(set(near)))
-
-
-def _within(pairs: Sequence[NearDuplicate], keys: Sequence[str], start: int, stop: int) -> List[NearDuplicate]:
-    """Non-exact pairs inside ``[start, stop)``, re-indexed from 0 and sorted as ``near_duplicates``."""
-    inside = [NearDuplicate(p.i - start, p.j - start, p.similarity) for p in pairs
-              if start <= p.i and p.j < stop and keys[p.i] != keys[p.j]]
-    return sorted(inside, key=lambda p: (-p.similarity, p.i, p.j))
+                        near=near)
 
 
 def quality_report(
@@ -641,31 +652,24 @@ def quality_report(
         )
     # One near-duplicate join over train + val + test gives every split's pairs and
     # every overlap between splits (the join is the expensive step: done once).
-    keys = [entry_key(entry) for entry in parts["all"]]
-    pairs = _near_pairs(keys, near_threshold, n, progress)
+    join = _NearJoin([entry_key(entry) for entry in parts["all"]], near_threshold, n, progress)
     bounds = {"train": (0, len(train)), "val": (len(train), len(train) + len(val)),
-              "test": (len(train) + len(val), len(keys)), "all": (0, len(keys))}
+              "test": (len(train) + len(val), len(parts["all"])), "all": (0, len(parts["all"]))}
     splits = {
         name: SplitQuality(
             size=len(data),
             exact_duplicates=exact_duplicates(data),
             prompt_duplicates=exact_duplicates(data, fields=PROMPT_FIELDS),
-            near_duplicates=_within(pairs, keys, *bounds[name]),
+            near_duplicates=join.within(*bounds[name]),
             lengths=lengths[name],
         )
         for name, data in parts.items()
     }
-
-    def near_between(first: str, second: str) -> List[Overlap]:
-        lo, hi = bounds[first]
-        return [Overlap(o.i_other, o.i_train - lo) for o in _cross_pairs(pairs, *bounds[second])
-                if lo <= o.i_train < hi]
-
     return QualityReport(
         splits=splits,
-        test_in_train=_split_overlap(parts["train"], parts["test"], near_between("train", "test")),
-        val_in_train=_split_overlap(parts["train"], parts["val"], near_between("train", "val")),
-        test_in_val=_split_overlap(parts["val"], parts["test"], near_between("val", "test")),
+        test_in_train=_split_overlap(parts["train"], parts["test"], join.across(bounds["train"], bounds["test"])),
+        val_in_train=_split_overlap(parts["train"], parts["val"], join.across(bounds["train"], bounds["val"])),
+        test_in_val=_split_overlap(parts["val"], parts["test"], join.across(bounds["val"], bounds["test"])),
         near_threshold=near_threshold,
         n=n,
     )

@@ -77,8 +77,9 @@ KNOWN_SHA256 = {
     TOKENIZER_URLS["encoder.json"]: "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
     TOKENIZER_URLS["vocab.bpe"]: "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
     # GPT-2 weights as safetensors: the Git LFS oid (= sha256) that Hugging Face shows under
-    # "Large File Pointer Details" of each file (pages read on 2026-05), all at the commit
-    # that added the file, which is the file on `main`:
+    # "Large File Pointer Details" / "Git LFS Details" on each file's page. Each page names
+    # the last commit that changed the file (in brackets), the merged pull request that
+    # put it on `main`; a branch made after it shows the same file:
     # https://huggingface.co/openai-community/gpt2/blob/refs%2Fpr%2F129/model.safetensors  (commit 75e09b4, #12)
     # https://huggingface.co/openai-community/gpt2-medium/blob/refs%2Fpr%2F8/model.safetensors  (commit 425b0cc, #5)
     # https://huggingface.co/openai-community/gpt2-large/blob/main/model.safetensors  (commit 212095d, #3)
@@ -97,15 +98,14 @@ KNOWN_SHA256 = {
 KNOWN_SIZES = {
     TOKENIZER_URLS["encoder.json"]: 1_042_301,        # measured on the files of the sha256 above
     TOKENIZER_URLS["vocab.bpe"]: 456_318,
-    # Byte counts listed beside the same sha256 by users who downloaded the files: GitHub
-    # files "GPT-2 文件清单" (gpt2: 548105171 bytes, sha256 248dfc39…) and a gpt2-medium
-    # inventory (1,519,984,962 bytes, sha256 fc5a354a…), found through code search.
-    hf_url("openai-community/gpt2", "model.safetensors"): 548_105_171,
-    hf_url("openai-community/gpt2-medium", "model.safetensors"): 1_519_984_962,
 }
 
-# Rounded sizes that Hugging Face's pages show, only to tell a user how much to fetch.
+# Rounded sizes that Hugging Face shows on the pages cited above, only to tell a user how
+# much to fetch (the sha256 checks the content; a download is also checked against the
+# Content-Length the server sends).
 APPROX_SIZES = {
+    hf_url("openai-community/gpt2", "model.safetensors"): 548_000_000,
+    hf_url("openai-community/gpt2-medium", "model.safetensors"): 1_520_000_000,
     hf_url("openai-community/gpt2-large", "model.safetensors"): 3_250_000_000,
     hf_url("openai-community/gpt2-xl", "model.safetensors"): 6_430_000_000,
 }
@@ -255,7 +255,7 @@ def format_bytes(size: float) -> str:
 
 
 def describe_size(url: str) -> str:
-    """How large ``url``'s file is, as far as known: ``"548.105.171 bytes (548,11 MB)"``."""
+    """How large ``url``'s file is, as far as known: ``"1.042.301 bytes (1,04 MB)"``, ``"cerca de 1,52 GB"``."""
     if url in KNOWN_SIZES:
         exact = f"{KNOWN_SIZES[url]:,}".replace(",", ".")
         return f"{exact} bytes ({format_bytes(KNOWN_SIZES[url])})"

@@ -297,7 +297,7 @@ def test_missing_weights_offline_say_what_the_mirror_needs(tmp_path, monkeypatch
     message = str(info.value)
     assert "https://huggingface.co/openai-community/gpt2-medium/resolve/main/config.json" in message
     assert "sem conexão com a internet" in message
-    assert f"'{mirror}/hf/openai-community/gpt2-medium/model.safetensors' (1.519.984.962 bytes" in message
+    assert f"'{mirror}/hf/openai-community/gpt2-medium/model.safetensors' (cerca de 1,52 GB)" in message
     assert f"'{mirror}/hf/openai-community/gpt2-medium/config.json'" in message
     assert not any((tmp_path / "modelos").rglob("model.safetensors"))
 
