@@ -134,16 +134,26 @@ def _fetch_model_files(what: str, model_dir: Path, urls: Mapping[str, str],
                        backups: Optional[Mapping[str, Sequence[str]]] = None) -> None:
     """Make every file of ``urls`` present and intact in ``model_dir`` (mirror, then network).
 
-    A file that fails its check (size, sha256, or structure where known) is removed and
-    fetched again. When one cannot be fetched, the error names the primary URL, every
-    server tried with its error, and each file the mirror needs (with its size).
+    A file that fails its check (size, sha256, structure) is removed and fetched again.
+    A file that passed is recorded in ``.verificado.json`` (size and modification
+    time), so the next load does not hash gigabytes again unless the file changed.
+    When a file cannot be fetched, the error names the primary URL, every server tried
+    with its error, and each file the mirror needs (with its size).
     """
     _ensure_writable_dir(model_dir)
+    stamps = _read_stamps(model_dir)
+    good: Dict[str, dict] = {}
     for name, url in urls.items():
         path = model_dir / name
-        if path.exists() and _file_problem(path, url) is not None:
+        if stamps.get(name) is not None and stamps[name] == _stamp(path):
+            good[name] = stamps[name]
+        elif path.exists() and _file_problem(path, url) is None:
+            good[name] = _stamp(path)
+        elif path.exists():
             path.unlink()
     for name, url in urls.items():
+        if name in good:
+            continue
         try:
             download_file(url, model_dir / name, backup_urls=(backups or {}).get(name, ()))
         except (MirrorError, FileWriteError):
@@ -157,13 +167,35 @@ def _fetch_model_files(what: str, model_dir: Path, urls: Mapping[str, str],
                 f"'{name}' não veio de {exc.url or url}. Servidores tentados: "
                 f"{describe_tried(exc.tried)}. {mirror_hint(missing)}",
                 url=exc.url, tried=exc.tried) from exc
-        problem = _file_problem(model_dir / name, url)
+        problem = _file_problem(model_dir / name, None)     # download_file checked size and sha256
         if problem is not None:
             raise CheckpointError(f"O arquivo baixado '{model_dir / name}' está corrompido: {problem}.")
+        good[name] = _stamp(model_dir / name)
+    if good != stamps:
+        write_json_atomic(model_dir / STAMPS_NAME, good, indent=2)
+
+
+STAMPS_NAME = ".verificado.json"
+
+
+def _stamp(path: Path) -> Optional[dict]:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
+
+
+def _read_stamps(model_dir: Path) -> dict:
+    try:
+        stamps = read_json(model_dir / STAMPS_NAME)
+    except (OSError, ValueError):
+        return {}
+    return stamps if isinstance(stamps, dict) else {}
 
 
 def _file_problem(path: Path, url: Optional[str]) -> Optional[str]:
-    """Why ``path`` cannot be used (size/sha256 where known, structure), or ``None``."""
+    """Why ``path`` cannot be used (size/sha256 where known for ``url``, structure), or ``None``."""
     problem = check_file(path, KNOWN_SHA256.get(url), KNOWN_SIZES.get(url))
     if problem is None and path.suffix == ".safetensors":
         problem = safetensors_problem(path)

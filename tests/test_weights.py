@@ -1,5 +1,6 @@
 """Weight loading: parity with Hugging Face's GPT-2 through both routes, and bad checkpoints."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,7 +178,7 @@ def test_downloaded_model_folder_is_checked_whole_and_bad_files_fetched_again(tm
     models = tmp_path / "modelos"
     settings, params = load_gpt2_params("124M", models)
     folder = models / "hf-124M"
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [".verificado.json", "config.json", "model.safetensors"]
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])           # cut short
     (folder / "config.json").write_text("{", encoding="utf-8")  # not JSON any more
@@ -211,3 +212,29 @@ def test_tiny_checkpoint_holds_the_model_its_seed_makes(tmp_path):
     x = torch.randint(0, VOCAB, (1, 8))
     torch.testing.assert_close(load_weights_into_gpt(GPTModel(CFG), ours).eval()(x),
                                load_weights_into_gpt(GPTModel(CFG), by_hand).eval()(x), rtol=0, atol=0)
+
+
+def test_a_verified_model_is_not_hashed_again_until_a_file_changes(tmp_path, monkeypatch):
+    from llmdefinitions import downloads
+    from llmdefinitions.weights import load_gpt2_params
+
+    url = downloads.hf_url("openai-community/gpt2", "model.safetensors")
+    torch.manual_seed(4)
+    mirror = tmp_path / "espelho" / "hf" / "openai-community" / "gpt2"
+    write_gpt2_safetensors(params_from_gpt(GPTModel(CFG)), settings_from_cfg(CFG), mirror)
+    monkeypatch.setitem(downloads.KNOWN_SHA256, url, downloads.sha256_of(mirror / "model.safetensors"))
+    monkeypatch.setenv("LLMDEF_MIRROR", str(tmp_path / "espelho"))
+    hashed = []
+    real_sha256_of = downloads.sha256_of
+    monkeypatch.setattr(downloads, "sha256_of", lambda path: hashed.append(Path(path).name) or real_sha256_of(path))
+    load_gpt2_params("124M", tmp_path / "modelos")
+    assert hashed == ["model.safetensors"]                  # the mirror copy, verified once
+    load_gpt2_params("124M", tmp_path / "modelos")
+    assert hashed == ["model.safetensors"]                  # unchanged since: not hashed again
+    weights = tmp_path / "modelos" / "hf-124M" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1                                            # same size, one bit flipped
+    weights.write_bytes(bytes(data))
+    load_gpt2_params("124M", tmp_path / "modelos")           # found, removed, copied again
+    assert hashed.count("model.safetensors") == 3
+    assert downloads.sha256_of(weights) == downloads.KNOWN_SHA256[url]
