@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
@@ -180,6 +181,7 @@ def folder_lock(folder: PathLike) -> Iterator[Path]:
     (``fcntl.flock`` on Linux/macOS, ``msvcrt.locking`` on Windows): it is released
     when the holder's process ends, even by a crash, so a stale ``.lock`` file left
     behind never blocks the next run. The file itself stays (it only holds the pid).
+    On a file system without locks (some network shares) it warns and runs unlocked.
     """
     folder = Path(folder)
     try:
@@ -188,7 +190,13 @@ def folder_lock(folder: PathLike) -> Iterator[Path]:
     except OSError as exc:
         raise write_error(folder / LOCK_NAME, exc) from exc
     try:
-        if not _try_lock(handle):
+        locked = _try_lock(handle)
+        if locked is None:
+            warnings.warn(f"O sistema de arquivos de '{folder}' não aceita travas: duas execuções "
+                          "nesta pasta ao mesmo tempo não serão impedidas.", RuntimeWarning, stacklevel=3)
+            yield folder
+            return
+        if not locked:
             handle.seek(0)
             holder = handle.read().strip() or "?"
             raise FolderLockedError(
@@ -209,18 +217,21 @@ def folder_lock(folder: PathLike) -> Iterator[Path]:
 
 
 _WINDOWS_LOCK_OFFSET = 1 << 20   # Windows: lock a byte far from the pid text, which stays readable
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 
 
-def _try_lock(handle) -> bool:
-    """Take the lock without waiting; False if another process holds it."""
+def _try_lock(handle) -> Optional[bool]:
+    """Take the lock without waiting; False if another process holds it, None if unsupported."""
     if sys.platform == "win32":
         import msvcrt
 
         handle.seek(_WINDOWS_LOCK_OFFSET)
         try:
             msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-        except OSError:
+        except PermissionError:                # EACCES: another process holds the byte
             return False
+        except OSError:                        # the file system does not lock
+            return None
         return True
     import fcntl
 
@@ -228,6 +239,10 @@ def _try_lock(handle) -> bool:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
+    except OSError as exc:
+        if exc.errno in _NO_LOCKS:
+            return None
+        raise
     return True
 
 

@@ -456,3 +456,18 @@ def test_the_lock_is_released_when_the_block_ends(tmp_path):
     holder.stdin.write("\n")
     holder.stdin.flush()
     assert holder.wait() == 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fcntl is Unix only")
+def test_a_file_system_without_locks_warns_and_runs(tmp_path, monkeypatch):
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    ran = []
+    with pytest.warns(RuntimeWarning, match="não aceita travas"):
+        with folder_lock(tmp_path):
+            ran.append(True)
+    assert ran == [True]
