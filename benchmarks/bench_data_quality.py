@@ -14,8 +14,9 @@ one, else a built-in word list), fields of realistic lengths, and 1 % of the ent
 copied from another with one or two words changed (near duplicates that must be found).
 
 Every measurement runs in a fresh process (so its peak memory is its own) and prints:
-the wall time, the peak resident memory of that process (``ru_maxrss``) and the memory
-the step added over the loaded data. ``--baseline-rev REV`` also runs the
+the wall time and the CPU time (the latter barely moves when other processes share the
+machine), the peak resident memory of that process (``ru_maxrss``) and the memory the
+step added over the loaded data. ``--baseline-rev REV`` also runs the
 ``data_quality.py`` of that git revision (e.g. the exact prefix-filtering join it had
 before MinHash) on the same entries and prints the ratio; keep ``--entries`` small for
 it (its cost grows much faster). ``--check-exact N`` compares the pairs found on the
@@ -117,7 +118,7 @@ def _measure(task: str, data_file: str, threshold: float, rev: str, queue) -> No
         module = _load_baseline(rev)
     else:
         from llmdefinitions import data_quality as module
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if task == "report":
         from llmdefinitions.tokenizer import get_gpt2_tokenizer
 
@@ -129,10 +130,10 @@ def _measure(task: str, data_file: str, threshold: float, rev: str, queue) -> No
     else:
         kwargs = {} if task == "baseline" else {"progress": False}
         found = module.near_duplicates(entries, threshold=threshold, **kwargs)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     digest = hashlib.sha256(repr(sorted((p.i, p.j) for p in found)).encode()).hexdigest()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    queue.put({"task": task, "seconds": seconds, "peak": peak, "added": peak - loaded,
+    queue.put({"task": task, "seconds": seconds, "cpu": cpu, "peak": peak, "added": peak - loaded,
                "pairs": len(found), "digest": digest})
 
 
@@ -191,12 +192,12 @@ def main() -> None:
             results[task] = result
             label = {"near": "near_duplicates (MinHash + LSH)", "report": "quality_report completo",
                      "baseline": f"near_duplicates de {args.baseline_rev}"}[task]
-            print(f"  {label}: {result['seconds']:.1f} s, pico de memória {_gib(result['peak'])} "
+            print(f"  {label}: {result['seconds']:.1f} s ({result['cpu']:.1f} s de CPU), pico de memória {_gib(result['peak'])} "
                   f"(+{_gib(result['added'])} sobre os dados carregados), {result['pairs']} pares")
         if "baseline" in results:
-            ratio = results["baseline"]["seconds"] / results["near"]["seconds"]
+            ratio = results["baseline"]["cpu"] / results["near"]["cpu"]
             same = results["baseline"]["digest"] == results["near"]["digest"]
-            print(f"  razão de tempo ({args.baseline_rev} / agora): {ratio:.1f}x; "
+            print(f"  razão de tempo de CPU ({args.baseline_rev} / agora): {ratio:.1f}x; "
                   f"os mesmos pares: {'sim' if same else 'NÃO'}")
 
 
