@@ -30,7 +30,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (
-    Callable,
     Dict,
     FrozenSet,
     List,

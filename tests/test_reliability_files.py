@@ -22,8 +22,7 @@ import pytest
 import torch
 
 from llmdefinitions import downloads
-from llmdefinitions.downloads import (DATASET_URL, TOKENIZER_URLS, DownloadError, MirrorError, download_file,
-                                      mirror_dir)
+from llmdefinitions.downloads import DATASET_URL, TOKENIZER_URLS, DownloadError, MirrorError, download_file
 from llmdefinitions.io import FileWriteError, FolderLockedError, folder_lock, read_json, write_json_atomic
 from llmdefinitions.model import GPTModel
 from llmdefinitions.weights import (CheckpointError, ensure_tiny_checkpoint, load_gpt2_params,
