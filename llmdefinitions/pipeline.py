@@ -754,7 +754,7 @@ STEP_NAMES = tuple(STEPS)
 
 def ensure_writable(folder: Path) -> None:
     """Create ``folder`` and check that a file can be written there (pt-BR error if not)."""
-    from .io import describe_os_error
+    from .io import os_error_pt
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -763,7 +763,7 @@ def ensure_writable(folder: Path) -> None:
         os.unlink(name)
     except OSError as exc:
         raise PipelineError(
-            f"Não é possível escrever na pasta de saída '{folder}': {describe_os_error(exc)}. "
+            f"Não é possível escrever na pasta de saída '{folder}': {os_error_pt(exc)}. "
             "Escolha outra pasta com --saida (ou corrija as permissões).") from None
 
 

@@ -398,3 +398,74 @@ def test_real_dataset_counts_agree_with_brute_force(gpt2_tokenizer):
         "val_near_train_0.9": 0,
     }
     assert report.splits["all"].lengths.over_context == 0
+
+
+# ---------------------------------------------------------------- MinHash + LSH
+
+
+def test_lsh_bands_are_the_most_selective_that_keep_the_miss_chance_small():
+    from llmdefinitions.data_quality import LSH_MISS, NUM_PERM, lsh_bands
+
+    for threshold in (0.3, 0.5, 0.8, 0.9, 0.95):
+        bands, rows = lsh_bands(threshold)
+        assert bands * rows <= NUM_PERM
+        assert (1 - threshold ** rows) ** bands <= LSH_MISS
+        more_rows = rows + 1
+        assert (1 - threshold ** more_rows) ** (NUM_PERM // more_rows) > LSH_MISS
+    assert lsh_bands(0.9) == (18, 7)
+
+
+def test_real_dataset_near_pairs_equal_all_pairs_at_several_thresholds():
+    data = json.loads(_need(REAL_DATA).read_text(encoding="utf-8"))
+    keys = [entry_key(e) for e in data]
+    sets = [shingles(k) for k in keys]
+    sims = {(i, j): jaccard(sets[i], sets[j]) for i, j in itertools.combinations(range(len(data)), 2)}
+    for threshold in (0.6, 0.75, 0.9):
+        brute = {pair for pair, sim in sims.items() if sim >= threshold and keys[pair[0]] != keys[pair[1]]}
+        found = near_duplicates(data, threshold=threshold)
+        assert {(p.i, p.j) for p in found} == brute, threshold
+        assert all(p.similarity == sims[(p.i, p.j)] for p in found)
+    assert len(brute) == 2
+
+
+def test_progress_bars_only_when_asked_or_large(capsys):
+    data = [entry(s) for s in random_sentences(50, seed=2)]
+    near_duplicates(data)
+    assert "MinHash" not in capsys.readouterr().err
+    near_duplicates(data, progress=True)
+    assert "MinHash" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- over-length entries
+
+
+def test_overlength_entries_are_exactly_those_the_collate_cuts(gpt2_tokenizer):
+    from llmdefinitions.data import InstructionDataset, custom_collate_fn
+    from llmdefinitions.data_quality import overlength_entries
+
+    data = json.loads(_need(REAL_DATA).read_text(encoding="utf-8"))[:60]
+    max_length = 70
+    found = overlength_entries(data, gpt2_tokenizer, max_length)
+    assert 0 < len(found) < len(data)
+    dataset = InstructionDataset(data, gpt2_tokenizer)
+    cut = []
+    for index in range(len(data)):
+        _, targets = custom_collate_fn([dataset[index]], allowed_max_length=max_length)
+        if 50256 not in targets[0].tolist():          # the end-of-text target did not survive
+            cut.append((index, len(dataset[index])))
+    assert found == cut
+
+
+def test_report_lists_overlength_entries_by_split_and_index():
+    tok = WordTokenizer()
+    short, long_ = entry("a b", "", "c"), entry("a b", "", " ".join(["w"] * 40))
+    report = quality_report([short, long_, short], [long_], [short], tokenizer=tok, context_length=30)
+    assert report.splits["train"].lengths.over_context_entries == [(1, report.splits["train"].lengths.total_lengths[1])]
+    table = report.to_table()
+    assert "Exemplos mais longos que o contexto (30 tokens)" in table
+    assert re.search(r"^  treino: #1 \(\d+ tokens\)$", table, re.MULTILINE)
+    assert re.search(r"^  validação: #0 \(\d+ tokens\)$", table, re.MULTILINE)
+    assert "teste: #" not in table
+    fine = quality_report([short], [short], [short], tokenizer=tok, context_length=30).to_table()
+    assert "Exemplos mais longos que o contexto (30 tokens): o collate corta o fim da resposta, que não " \
+           "entra na perda: nenhum." in fine
