@@ -43,6 +43,8 @@ from typing import (
 
 from .prompts import get_prompt_style
 from .tokenizer import encode_text
+from .stats import format_decimal
+from .tables import text_table
 
 Entry = Mapping[str, str]
 PathLike = Union[str, Path]
@@ -532,16 +534,16 @@ class QualityReport:
     def to_table(self) -> str:
         """Readable plain-text table in pt-BR."""
         names = ["train", "val", "test", "all"]
-        t = _fmt(self.near_threshold, 2)
+        t = format_decimal(self.near_threshold, 2)
         out = ["Relatório de qualidade dos dados", "=" * 32, ""]
         rows = [
-            ("Exemplos", [self.splits[s].size for s in names]),
+            ("Amostras", [self.splits[s].size for s in names]),
             ("Duplicatas exatas: grupos", [len(self.splits[s].exact_duplicates) for s in names]),
             ("Duplicatas exatas: cópias a mais", [self.splits[s].exact_copies for s in names]),
             ("Mesma instrução+entrada: cópias a mais", [self.splits[s].prompt_copies for s in names]),
             (f"Quase duplicatas (Jaccard >= {t}): pares", [len(self.splits[s].near_duplicates) for s in names]),
         ]
-        out += _grid(["", *(SPLIT_LABELS[s] for s in names)], [[label, *vals] for label, vals in rows])
+        out += text_table(["", *(SPLIT_LABELS[s] for s in names)], [[label, *vals] for label, vals in rows])
         out += ["", f"Sobreposição entre partições (itens; quase = Jaccard >= {t} de {self.n}-gramas de caracteres)"]
         header = ["", "exatos", "mesma instrução+entrada", "quase"]
         overlaps = [
@@ -549,7 +551,7 @@ class QualityReport:
             ("Itens de validação também no treino", self.val_in_train),
             ("Itens de teste também na validação", self.test_in_val),
         ]
-        out += _grid(header, [[label, o.exact_items, o.prompt_items, o.near_items] for label, o in overlaps])
+        out += text_table(header, [[label, o.exact_items, o.prompt_items, o.near_items] for label, o in overlaps])
         with_lengths = [s for s in names if self.splits[s].lengths is not None]
         out.append("")
         if not with_lengths:
@@ -567,17 +569,17 @@ class QualityReport:
                 over = stats.over_context if part == "total" else ""
                 table.append([
                     SPLIT_LABELS[s] if part == "prompt" else "", label,
-                    _fmt(summary.min, 0), _fmt(summary.median, 1), _fmt(summary.mean, 1),
-                    _fmt(summary.p95, 1), _fmt(summary.max, 0), over,
+                    format_decimal(summary.min, 0), format_decimal(summary.median, 1), format_decimal(summary.mean, 1),
+                    format_decimal(summary.p95, 1), format_decimal(summary.max, 0), over,
                 ])
-        out += _grid(header, table)
+        out += text_table(header, table)
         out += ["", *self._overlength_lines(with_lengths)]
         return "\n".join(out)
 
     def _overlength_lines(self, names: Sequence[str], shown: int = 20) -> List[str]:
         """Which entries (split and index) the collate function cuts, not only how many."""
         ctx = self.splits[names[0]].lengths.context_length
-        title = (f"Exemplos mais longos que o contexto ({ctx} tokens): o collate corta o fim da "
+        title = (f"Amostras mais longas que o contexto ({ctx} tokens): o collate corta o fim da "
                  "resposta, que não entra na perda")
         lines = []
         for name in (s for s in names if s != "all"):
@@ -595,27 +597,6 @@ class QualityReport:
 def _thousands(value: int) -> str:
     """``1130`` -> ``"1.130"`` (pt-BR thousands dot)."""
     return f"{value:,}".replace(",", ".")
-
-
-def _fmt(value: float, digits: int) -> str:
-    """Number with a decimal comma (pt-BR text); NaN as a dash."""
-    if value != value:
-        return "—"
-    return f"{value:.{digits}f}".replace(".", ",")
-
-
-def _grid(header: Sequence[object], rows: Sequence[Sequence[object]]) -> List[str]:
-    """Columns padded to fit: text left-aligned, numbers (and their headers) right-aligned."""
-    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[k]) for row in cells) for k in range(len(header))]
-    numeric = [all(not any(ch.isalpha() for ch in row[k]) for row in cells[1:]) for k in range(len(header))]
-    lines = []
-    for r, row in enumerate(cells):
-        parts = [cell.rjust(w) if num else cell.ljust(w) for cell, w, num in zip(row, widths, numeric)]
-        lines.append("  ".join(parts).rstrip())
-        if r == 0:
-            lines.append("-" * len(lines[0]))
-    return lines
 
 
 def _split_overlap(train, other, near: List[Overlap]) -> SplitOverlap:

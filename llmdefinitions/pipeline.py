@@ -533,6 +533,7 @@ def _train(run: Run) -> None:
         save_loss_plot(profile, paths)
         return
     prepared = run.prepared()
+    _warn_overlength(run, prepared)
     save_run_config(profile, paths, run.device)
     if options.redo:
         paths.train_checkpoint.unlink(missing_ok=True)
@@ -566,6 +567,18 @@ def _train(run: Run) -> None:
     if paths.train_checkpoint.is_file():
         paths.train_checkpoint.unlink()
         run.log(f"Checkpoint de retomada '{paths.train_checkpoint.name}' removido (o treino terminou).")
+
+
+def _warn_overlength(run: Run, prepared: PreparedData) -> None:
+    """Say which training samples are longer than the context the collate keeps (their end is cut)."""
+    from .data_quality import overlength_entries
+
+    cut = overlength_entries(prepared.train, prepared.tokenizer, run.profile.allowed_max_length)
+    if cut:
+        shown = ", ".join(f"{index} ({length} tokens)" for index, length in cut[:10])
+        more = f" e mais {len(cut) - 10}" if len(cut) > 10 else ""
+        run.log(f"AVISO: {len(cut)} amostra(s) de treino passam de {run.profile.allowed_max_length} tokens e "
+                f"terão o fim da resposta cortado, fora da perda: {shown}{more}.")
 
 
 # gerar ---------------------------------------------------------------------------
@@ -768,25 +781,36 @@ def ensure_writable(folder: Path) -> None:
 
 
 def run_steps(run: Run, names: Sequence[str]) -> None:
-    """Run the steps called ``names`` in order, skipping those already done (unless ``redo``)."""
+    """Run the steps called ``names`` in order, skipping those already done (unless ``redo``).
+
+    The run folder is locked for the whole run: a second run on the same folder stops at once
+    with a pt-BR message instead of doing the work twice.
+    """
+    from .io import FolderLockedError, folder_lock
+
     steps = [STEPS[name] for name in names]
     ensure_writable(run.paths.run_dir)
-    if len(steps) == 1 and not run.options.redo and not steps[0].status(run)[0]:
-        steps[0].require(run)
-    for number, step in enumerate(steps, start=1):
-        label = f"[{number}/{len(steps)}] {step.name}"
-        if run.options.redo:
-            why = "--refazer"
-        else:
-            done, why = step.status(run)
-            if done:
-                names_done = ", ".join(_short(p, run) for p in step.outputs(run))
-                run.log(f"{label}: já feito ({names_done}) — pulando. Use --refazer para refazer.")
-                continue
-        run.log(f"{label}: {step.title} — executando ({why})")
-        start = time.perf_counter()
-        step.run(run)
-        run.log(f"{label}: concluído em {_elapsed(time.perf_counter() - start)}.")
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(folder_lock(run.paths.run_dir))
+        except FolderLockedError as exc:
+            raise PipelineError(str(exc)) from None
+        if len(steps) == 1 and not run.options.redo and not steps[0].status(run)[0]:
+            steps[0].require(run)
+        for number, step in enumerate(steps, start=1):
+            label = f"[{number}/{len(steps)}] {step.name}"
+            if run.options.redo:
+                why = "--refazer"
+            else:
+                done, why = step.status(run)
+                if done:
+                    names_done = ", ".join(_short(p, run) for p in step.outputs(run))
+                    run.log(f"{label}: já feito ({names_done}) — pulando. Use --refazer para refazer.")
+                    continue
+            run.log(f"{label}: {step.title} — executando ({why})")
+            start = time.perf_counter()
+            step.run(run)
+            run.log(f"{label}: concluído em {_elapsed(time.perf_counter() - start)}.")
 
 
 __all__ = ["PROG", "PipelineError", "PreparedData", "prepare_data", "make_loaders", "load_pretrained",

@@ -340,3 +340,13 @@ def test_a_bad_responses_file_names_the_item_and_writes_nothing(tmp_path, capsys
     err = capsys.readouterr().err
     assert code == cli.EXIT_ERROR and "model_response" in err and "1" in err and str(bad) in err
     assert not (tmp_path / "saida" / "teste" / "avaliacao.json").exists()
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path, capsys):
+    from llmdefinitions.io import folder_lock
+
+    with folder_lock(tmp_path / "teste"):                      # another run holds the folder
+        code = cli.main(["preparar", "--perfil", "teste", "--saida", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_ERROR and str(os.getpid()) in err and "teste" in err
+    assert not (tmp_path / "instruction-data.json").exists()    # nothing was done twice

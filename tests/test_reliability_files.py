@@ -115,7 +115,7 @@ def test_disk_full_at_fsync_keeps_the_old_file_and_names_the_new_one(tmp_path, m
 
 
 def test_disk_full_inside_torch_save_is_one_line_without_torch_internals(tmp_path, monkeypatch):
-    from llmdefinitions.training import TrainState, save_checkpoint
+    from llmdefinitions.trainer import TrainState, save_checkpoint
 
     model = GPTModel(CFG)
     optimizer = torch.optim.AdamW(model.parameters())

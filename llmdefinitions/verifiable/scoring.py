@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
-from ..data_quality import _grid as text_table
+from ..tables import text_table
 from ..io import PathLike, write_json_atomic
 from ..stats import Interval, bootstrap_mean, format_decimal
 from .instructions import INSTRUCTIONS, check_instruction
