@@ -449,7 +449,7 @@ def test_sft_then_dpo_with_lora_reference_learns_the_preference():
 
     from llmdefinitions.data import InstructionDataset, custom_collate_fn
     from llmdefinitions.generation import generate_responses
-    from llmdefinitions.training import train_model_simple
+    from llmdefinitions.trainer import train_model
     from test_end_to_end import WORDS, WordTokenizer, make_entries
 
     start = time.perf_counter()
@@ -477,7 +477,7 @@ def test_sft_then_dpo_with_lora_reference_learns_the_preference():
                             batch_size=16, shuffle=True, drop_last=True,
                             collate_fn=partial(custom_collate_fn, pad_token_id=eot, mask_instruction=True))
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
-    sft_losses, _, _ = train_model_simple(
+    sft_losses, _, _ = train_model(
         model, sft_loader, sft_loader, optimizer, "cpu", num_epochs=6, eval_freq=100, eval_iter=2,
         start_context="", tokenizer=tokenizer, warmup_steps=10, lr_schedule="cosine", grad_clip=1.0,
         progress=False, print_samples=False)
