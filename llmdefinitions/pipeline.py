@@ -759,9 +759,12 @@ def plot_dpo_metrics(metrics: dict, save_path=None, show: bool = True):
     import math
 
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     from .plotting import finish_figure
 
+    comma = FuncFormatter(lambda value, _: f"{value:.4g}".replace(".", ","))     # pt-BR ticks
+    percent = FuncFormatter(lambda value, _: f"{100 * value:.0f} %")
     steps = metrics["steps"]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
     panels = (("losses", "Perda DPO", math.log(2), "ln 2 (início)"),
@@ -774,8 +777,11 @@ def plot_dpo_metrics(metrics: dict, save_path=None, show: bool = True):
             ax.axhline(line, color="gray", linestyle=":", linewidth=1, label=line_label)
         ax.set_title(title)
         ax.set_xlabel("Passo")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_formatter(comma)
         ax.legend(loc="best", fontsize="small")
     axes[2].set_ylim(-0.05, 1.05)
+    axes[2].yaxis.set_major_formatter(percent)
     return finish_figure(fig, save_path, show)
 
 
