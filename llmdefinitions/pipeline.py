@@ -724,7 +724,8 @@ def preference_finetune(profile: Profile, paths: RunPaths, model, prepared: Prep
     """DPO on the adapters of ``model`` (:func:`add_dpo_adapters`), reference = adapters off.
 
     The profile's ``dpo_*`` numbers; resumable from ``dpo-checkpoint.pt`` (adapter,
-    optimizer, progress). Saves the adapter and ``dpo-metricas.json``; returns ``tracking``.
+    optimizer, progress), which is deleted once the adapter and ``dpo-metricas.json`` are
+    saved. Returns ``tracking``.
     """
     from .dpo import train_model_dpo
     from .io import write_json_atomic
@@ -748,6 +749,7 @@ def preference_finetune(profile: Profile, paths: RunPaths, model, prepared: Prep
         "lora_rank": profile.dpo_lora_rank, "lora_alpha": profile.dpo_lora_alpha,
         "train_pairs": len(prepared.train), "val_pairs": len(prepared.val)})
     save_lora_adapter(model, paths.dpo_adapter(profile.model_name))
+    paths.dpo_checkpoint.unlink(missing_ok=True)      # it only serves an interrupted run
     return tracking
 
 
@@ -860,9 +862,6 @@ def _preference(run: Run) -> None:
     run.log(f"Adaptador salvo em '{paths.dpo_adapter(profile.model_name)}'; métricas em "
             f"'{paths.dpo_metrics.name}' e '{paths.dpo_png.name}'; respostas antes/depois em "
             f"'{paths.dpo_responses.name}'.")
-    if checkpoint.is_file():
-        checkpoint.unlink()
-        run.log(f"Checkpoint de retomada '{checkpoint.name}' removido (o DPO terminou).")
 
 
 STEPS["preferencia"] = Step(
