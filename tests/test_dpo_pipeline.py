@@ -24,26 +24,17 @@ from llmdefinitions.model import GPTModel
 from llmdefinitions.pipeline import STEP_NAMES, load_pretrained
 from llmdefinitions.profiles import load_profile
 from llmdefinitions.runs import run_paths
+from test_cli import INTERRUPTING_CLI as SFT_INTERRUPTING_CLI
 from test_cli import Cli, _env
 
 PROFILE = load_profile("teste")
 
-# SIGINT ignored on entry (the CLI must install its own handler); SIGINT to itself after
-# DPO step 1, once the resume checkpoint of that step is on disk.
-INTERRUPTING_CLI = """
-import os, signal, sys
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-from llmdefinitions import cli, pipeline
-created = pipeline.Run.__post_init__
-def post_init(run):
-    created(run)
-    def interrupt(state):
-        if state.global_step == 1 and run.paths.dpo_checkpoint.is_file():
-            os.kill(os.getpid(), signal.SIGINT)
-    run.on_train_step = interrupt
-pipeline.Run.__post_init__ = post_init
-sys.exit(cli.main(sys.argv[1:]))
-"""
+# test_cli's self-interrupting CLI (SIGINT ignored on entry, so the CLI must install its own
+# handler), interrupting after DPO step 1 once the resume checkpoint of that step is on disk.
+_SFT_CONDITION = "if run.paths.train_checkpoint.is_file():"
+assert _SFT_CONDITION in SFT_INTERRUPTING_CLI
+INTERRUPTING_CLI = SFT_INTERRUPTING_CLI.replace(
+    _SFT_CONDITION, "if state.global_step == 1 and run.paths.dpo_checkpoint.is_file():")
 
 
 def _with_sft_model(saida):
