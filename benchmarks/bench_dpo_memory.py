@@ -65,7 +65,7 @@ def run_way(way: str, args) -> dict:
     from llmdefinitions.dpo import compute_dpo_loss_batch
     from llmdefinitions.lora import count_parameters, replace_linear_with_lora
     from llmdefinitions.model import GPTModel
-    from llmdefinitions.training import make_optimizer
+    from llmdefinitions.trainer import make_optimizer
 
     if args.threads:
         torch.set_num_threads(args.threads)

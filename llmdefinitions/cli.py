@@ -34,13 +34,16 @@ HELPS = {
     "gerar": "gera as respostas do modelo para o conjunto de teste (retoma se foi interrompido)",
     "avaliar": "avalia as respostas: métricas de referência e instruções verificáveis (sem servidor) e, se "
                "houver um, as notas de um LLM juiz (Ollama ou URL compatível com a OpenAI)",
-    "tudo": "roda todas as etapas, pulando as que já estão prontas",
+    "preferencia": "opcional, depois de treinar: ajuste fino por preferência (DPO) do modelo ajustado, "
+                   "com adaptadores LoRA (retoma se foi interrompido; não faz parte de tudo)",
+    "tudo": "roda as etapas preparar, treinar, gerar e avaliar, pulando as que já estão prontas",
 }
 REDO_HELPS = {
     "preparar": "refaz a etapa mesmo que seus arquivos já existam",
     "treinar": "refaz o treino do zero, ignorando modelo e checkpoint existentes",
     "gerar": "gera de novo todas as respostas, ignorando as já salvas",
     "avaliar": "avalia de novo, apagando o cache do juiz (todas as notas são pedidas de novo)",
+    "preferencia": "refaz o DPO do zero, ignorando adaptador e checkpoint existentes",
     "tudo": "refaz todas as etapas (o treino recomeça do zero)",
 }
 
@@ -115,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                f"  {PROG} treinar --perfil completo --dispositivo cuda\n"
                f"  {PROG} avaliar --url http://localhost:8080/v1/chat/completions --modelo llama3\n"
                f"  {PROG} tudo --perfil teste --juiz-simulado   # CI, sem rede nem juiz\n"
+               f"  {PROG} preferencia --perfil rapido   # DPO, depois de treinar (opcional)\n"
                "Interrompeu? Rode o mesmo comando de novo: ele continua de onde parou.\n"
                + MIRROR_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
                                  epilog=MIRROR_HELP)
         _add_common_options(command, name)
-        if name in ("treinar", "tudo"):
+        if name in ("treinar", "preferencia", "tudo"):
             command.add_argument("--salvar-a-cada", type=_non_negative_int, metavar="PASSOS",
                                  default=DEFAULT_CHECKPOINT_EVERY, dest="salvar_a_cada",
                                  help="grava o checkpoint de retomada a cada PASSOS passos, além do fim "

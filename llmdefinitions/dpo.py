@@ -20,12 +20,16 @@ ours differs, and says so in the docstring:
 * with a LoRA policy, ``reference_model=None`` uses **the same model with the adapters
   switched off** as the reference: no second copy of the weights in memory;
 * rewards include ``β``, as the paper defines them (the book's rewards omit it: they
-  are ours divided by ``β``);
+  are ours with ``average_log_probs=True``, divided by ``β``);
 * the vocabulary head runs only at the scored positions (the response), and chosen
   and rejected go through the model as one batch;
 * metrics also report the reward margin and the preference accuracy, and the sample
   printed after each epoch comes from the policy (the book's loop prints from a global
   ``model`` that only happens to be the policy).
+
+Beside the book's loop, :func:`train_model_dpo` is the course's: the same steps and
+metrics, plus a checkpoint (only the adapter of a LoRA policy) to resume from, and an
+early stop (``max_steps``). The pipeline's step ``preferencia`` uses it.
 
 The data side (dataset, collate, loaders) is in :mod:`llmdefinitions.dpo_data`.
 """
@@ -33,13 +37,16 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Dict, Iterator, Optional, Tuple
+from pathlib import Path
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from .device import autocast, choose_precision, make_grad_scaler
-from .lora import iter_lora_layers
+from .lora import disable_lora, iter_lora_layers, lora_state_dict
+from .serialization import load_tensors, save_tensors
+from .trainer import TrainState, _epoch_batches
 from .training import generate_and_print_sample
 
 METRICS = ("loss", "chosen_reward", "rejected_reward", "reward_margin", "accuracy")
@@ -137,39 +144,16 @@ def _eval_mode(model) -> Iterator[None]:
 
 
 @contextmanager
-def lora_disabled(model) -> Iterator[torch.nn.Module]:
-    """Run ``model`` with its LoRA adapters switched off: the frozen base model.
-
-    Inside the block each :class:`~llmdefinitions.lora.LinearWithLoRA` computes only its
-    base ``linear(x)``; the adapters' weights are not touched and come back on exit
-    (even on an error). The base weights are exactly the model LoRA started from, so
-    this *is* DPO's reference model, without a second copy in memory. A merged adapter
-    lives inside the base weights, so a merged model is refused.
-    """
-    layers = list(iter_lora_layers(model))
-    if not layers:
-        raise ValueError("O modelo não tem camadas LoRA: não há adaptadores para desligar. "
-                         "Passe um reference_model (por exemplo, uma cópia congelada do modelo).")
-    merged = [name for name, layer in layers if layer.merged]
-    if merged:
-        raise ValueError(f"A camada LoRA '{merged[0]}' está fundida aos pesos base; "
-                         "chame unmerge_lora(model) antes de usá-la como referência.")
-    for _, layer in layers:
-        layer.forward = layer.linear.__call__    # instance attribute: the base layer only
-    try:
-        yield model
-    finally:
-        for _, layer in layers:
-            del layer.forward
-
-
-@contextmanager
 def _reference(policy_model, reference_model) -> Iterator[torch.nn.Module]:
     """The reference, in eval mode and without gradients (the policy with adapters off if None)."""
+    if reference_model is None and not any(True for _ in iter_lora_layers(policy_model)):
+        raise ValueError("O modelo não tem camadas LoRA: não há adaptadores para desligar, então "
+                         "reference_model=None não tem referência. Passe um reference_model "
+                         "(por exemplo, uma cópia congelada do modelo).")
     model = policy_model if reference_model is None else reference_model
     with torch.no_grad(), _eval_mode(model):
         if reference_model is None:
-            with lora_disabled(policy_model):
+            with disable_lora(policy_model):
                 yield policy_model
         else:
             yield reference_model
@@ -181,7 +165,7 @@ def compute_dpo_loss_batch(batch: Dict[str, torch.Tensor], policy_model, referen
     """DPO loss and rewards of a batch from :func:`~llmdefinitions.dpo_data.preference_collate_fn`.
 
     ``reference_model=None`` with a LoRA policy: the reference is the policy with its
-    adapters switched off (:func:`lora_disabled`). The reference always runs in eval
+    adapters switched off (:func:`~llmdefinitions.lora.disable_lora`). The reference always runs in eval
     mode under ``torch.no_grad()``. ``average_log_probs`` and ``reduction`` as in
     :func:`compute_logprobs` and :func:`compute_dpo_loss`.
     """
@@ -251,6 +235,41 @@ def evaluate_dpo_loss_loader(policy_model, reference_model, train_loader, val_lo
     return results
 
 
+def _dpo_step(batch, policy_model, reference_model, optimizer, beta: float, *,
+              average_log_probs: bool, device, precision: str, scaler) -> None:
+    """One optimizer step on the DPO loss of ``batch`` (through the gradient scaler in fp16)."""
+    optimizer.zero_grad()
+    with autocast(device, precision):
+        loss, _, _ = compute_dpo_loss_batch(batch, policy_model, reference_model, beta,
+                                            average_log_probs=average_log_probs)
+    (scaler.scale(loss) if scaler else loss).backward()
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
+def _empty_tracking() -> Dict[str, list]:
+    tracking = {_tracking_key(split, key): [] for split in ("train", "val") for key in METRICS}
+    tracking["tokens_seen"] = []
+    return tracking
+
+
+def _record_evaluation(tracking: Dict[str, list], res: Dict[str, float], tokens_seen: int,
+                       epoch: int, global_step: int) -> str:
+    """Append an evaluation to ``tracking``; returns the log line (the book's, plus accuracy)."""
+    for split in ("train", "val"):
+        for key in METRICS:
+            tracking[_tracking_key(split, key)].append(res[f"{split}_{key}"])
+    tracking["tokens_seen"].append(tokens_seen)
+    return (f"Ep {epoch + 1} (Step {global_step:06d}): "
+            f"Train loss {res['train_loss']:.3f}, Val loss {res['val_loss']:.3f}, "
+            f"Train reward margins {res['train_reward_margin']:.3f}, "
+            f"Val reward margins {res['val_reward_margin']:.3f}, "
+            f"Val accuracy {res['val_accuracy']:.0%}")
+
+
 def train_model_dpo_simple(policy_model, reference_model, train_loader, val_loader, optimizer,
                            num_epochs: int, beta: float, eval_freq: int, eval_iter: int,
                            start_context: str, tokenizer, *, average_log_probs: bool = False,
@@ -263,41 +282,145 @@ def train_model_dpo_simple(policy_model, reference_model, train_loader, val_load
     after each epoch it prints a sample answer to ``start_context``. Pass
     ``reference_model=None`` for a LoRA policy to use it with adapters off as the
     reference. ``precision``: ``"fp32"`` (default), ``"bf16"``, ``"fp16"`` or ``"auto"``.
+    :func:`train_model_dpo` is the same loop with resume and an early stop.
     """
     device = next(policy_model.parameters()).device
     precision = choose_precision(device, precision)
     scaler = make_grad_scaler(device, precision)
-    tracking = {_tracking_key(split, key): [] for split in ("train", "val") for key in METRICS}
-    tracking["tokens_seen"] = []
+    tracking = _empty_tracking()
     tokens_seen, global_step = 0, -1
     for epoch in range(num_epochs):
         policy_model.train()
         for batch in train_loader:
-            optimizer.zero_grad()
-            with autocast(device, precision):
-                loss, _, _ = compute_dpo_loss_batch(batch, policy_model, reference_model, beta,
-                                                    average_log_probs=average_log_probs)
-            (scaler.scale(loss) if scaler else loss).backward()
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            _dpo_step(batch, policy_model, reference_model, optimizer, beta,
+                      average_log_probs=average_log_probs, device=device, precision=precision,
+                      scaler=scaler)
             tokens_seen += batch["chosen"].numel()
             global_step += 1
             if global_step % eval_freq == 0:
                 res = evaluate_dpo_loss_loader(policy_model, reference_model, train_loader,
                                                val_loader, beta, eval_iter, precision=precision,
                                                average_log_probs=average_log_probs)
-                for split in ("train", "val"):
-                    for key in METRICS:
-                        tracking[_tracking_key(split, key)].append(res[f"{split}_{key}"])
-                tracking["tokens_seen"].append(tokens_seen)
-                print(f"Ep {epoch + 1} (Step {global_step:06d}): "
-                      f"Train loss {res['train_loss']:.3f}, Val loss {res['val_loss']:.3f}, "
-                      f"Train reward margins {res['train_reward_margin']:.3f}, "
-                      f"Val reward margins {res['val_reward_margin']:.3f}, "
-                      f"Val accuracy {res['val_accuracy']:.0%}")
+                print(_record_evaluation(tracking, res, tokens_seen, epoch, global_step))
         if print_samples:
             generate_and_print_sample(policy_model, tokenizer, device, start_context)
+    return tracking
+
+
+# --------------------------------------------------------------------------- resumable training
+
+def _checkpoint_weights(model) -> Tuple[Dict[str, torch.Tensor], bool]:
+    """What a checkpoint keeps of ``model``: the LoRA weights if it has LoRA, else everything."""
+    lora = lora_state_dict(model)
+    return (lora, True) if lora else (model.state_dict(), False)
+
+
+def save_dpo_checkpoint(path, model, optimizer, state: TrainState, tracking: Dict[str, list],
+                        scaler=None) -> Path:
+    """Trained weights (only the adapter of a LoRA policy), optimizer, progress and metrics.
+
+    Tensors and plain values only, written atomically: it loads with ``weights_only=True``.
+    The random state is saved too, so a resumed run draws the same batches.
+    """
+    state.rng_state = torch.get_rng_state()
+    weights, lora = _checkpoint_weights(model)
+    payload = {"weights": {k: v.detach().cpu().clone() for k, v in weights.items()}, "lora": lora,
+               "optimizer": optimizer.state_dict(), "state": dict(state.__dict__),
+               "tracking": tracking, "scaler": scaler.state_dict() if scaler else None}
+    return save_tensors(payload, path)
+
+
+def load_dpo_checkpoint(path, model, optimizer, device, scaler=None) -> Tuple[TrainState, Dict[str, list]]:
+    """Restore what :func:`save_dpo_checkpoint` wrote; returns ``(progress, tracking)``."""
+    payload = load_tensors(path, map_location=device, what="checkpoint de DPO")
+    try:
+        own, lora = _checkpoint_weights(model)
+        if payload["lora"] != lora or set(payload["weights"]) != set(own):
+            raise ValueError("as camadas treinadas são outras")
+        model.load_state_dict(payload["weights"], strict=not lora)
+        optimizer.load_state_dict(payload["optimizer"])
+        state = TrainState(**payload["state"])
+        tracking = {key: list(payload["tracking"][key]) for key in _empty_tracking()}
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"O checkpoint de DPO '{path}' não corresponde a este modelo/treino "
+                         f"({first_line}). Apague-o (ou use --refazer) para recomeçar.") from None
+    if scaler is not None and payload.get("scaler"):
+        scaler.load_state_dict(payload["scaler"])
+    return state, tracking
+
+
+def train_model_dpo(policy_model, reference_model, train_loader, val_loader, optimizer,
+                    num_epochs: int, beta: float, eval_freq: int, eval_iter: int,
+                    start_context: str, tokenizer, *, average_log_probs: bool = False,
+                    precision: str = "fp32", max_steps: Optional[int] = None,
+                    checkpoint_path=None, checkpoint_every: int = 0, resume: bool = False,
+                    print_samples: bool = True, progress: bool = True, log: Callable[[str], None] = print,
+                    on_step: Optional[Callable[[TrainState], None]] = None) -> Dict[str, list]:
+    """:func:`train_model_dpo_simple`'s loop and ``tracking``, resumable and with an early stop.
+
+    A checkpoint (:func:`save_dpo_checkpoint`) is written every ``checkpoint_every`` steps
+    (if > 0) and after each epoch; with ``resume=True`` training continues from it, and
+    ends with the same metrics as an uninterrupted run (same batches, same random state:
+    the trainer's :class:`~llmdefinitions.trainer.TrainState`). ``max_steps`` stops early
+    (quick profiles). ``on_step(state)`` is called after every optimizer step.
+    """
+    from tqdm.auto import tqdm
+
+    device = next(policy_model.parameters()).device
+    precision = choose_precision(device, precision)
+    scaler = make_grad_scaler(device, precision)
+    state, tracking = TrainState(), _empty_tracking()
+    if resume and checkpoint_path and Path(checkpoint_path).is_file():
+        state, tracking = load_dpo_checkpoint(checkpoint_path, policy_model, optimizer, device, scaler)
+        log(f"Retomando do checkpoint '{checkpoint_path}': época {state.epoch + 1}, "
+            f"passo {state.global_step + 1}.")
+    total_steps = len(train_loader) * num_epochs
+    if max_steps is not None:
+        total_steps = min(total_steps, max_steps)
+
+    def reached_max_steps() -> bool:
+        return max_steps is not None and state.global_step + 1 >= max_steps
+
+    def checkpoint() -> None:
+        save_dpo_checkpoint(checkpoint_path, policy_model, optimizer, state, tracking, scaler)
+
+    bar = tqdm(total=total_steps, initial=state.global_step + 1, desc="DPO", unit="passo",
+               disable=not progress)
+    write = bar.write if progress else log
+    try:
+        for epoch in range(state.epoch, num_epochs):
+            if reached_max_steps():
+                break                                  # resumed from a run that already ended
+            policy_model.train()
+            for batch_index, batch in _epoch_batches(train_loader, state, epoch):
+                _dpo_step(batch, policy_model, reference_model, optimizer, beta,
+                          average_log_probs=average_log_probs, device=device, precision=precision,
+                          scaler=scaler)
+                state.tokens_seen += batch["chosen"].numel()
+                state.global_step, state.batch_in_epoch = state.global_step + 1, batch_index + 1
+                bar.update(1)
+                if state.global_step % eval_freq == 0:
+                    res = evaluate_dpo_loss_loader(policy_model, reference_model, train_loader,
+                                                   val_loader, beta, eval_iter, precision=precision,
+                                                   average_log_probs=average_log_probs)
+                    write(_record_evaluation(tracking, res, state.tokens_seen, epoch, state.global_step))
+                if checkpoint_path and checkpoint_every and state.global_step % checkpoint_every == 0:
+                    checkpoint()
+                if on_step is not None:
+                    on_step(state)
+                if reached_max_steps():
+                    break
+            finished_epoch = state.batch_in_epoch >= len(train_loader)
+            if print_samples:
+                with tqdm.external_write_mode():
+                    generate_and_print_sample(policy_model, tokenizer, device, start_context)
+            if finished_epoch:
+                state.epoch, state.batch_in_epoch, state.epoch_rng_state = epoch + 1, 0, None
+            if checkpoint_path:
+                checkpoint()
+            if not finished_epoch:                     # stopped by max_steps in mid-epoch
+                break
+    finally:
+        bar.close()
     return tracking

@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .data import DatasetError, _common_prefix_length, download_and_load_file
+from .data import common_prefix_length, download_and_load_file, validate_entries
 from .prompts import get_prompt_style
 from .tokenizer import END_OF_TEXT_ID, encode_text
 
@@ -45,23 +45,7 @@ def validate_preference_entries(data, source: str = "dataset") -> list:
     Raises :class:`~llmdefinitions.data.DatasetError` (pt-BR) naming ``source``, the
     entry index and the missing or ill-typed field.
     """
-    if not isinstance(data, list):
-        raise DatasetError(f"'{source}' deve conter uma lista JSON de entradas, "
-                           f"mas contém {type(data).__name__}.")
-    if not data:
-        raise DatasetError(f"'{source}' não contém nenhuma entrada (lista vazia).")
-    for index, entry in enumerate(data):
-        where = f"Entrada {index} de '{source}'"
-        if not isinstance(entry, dict):
-            raise DatasetError(f"{where}: deve ser um objeto JSON, mas é {type(entry).__name__}.")
-        missing = [f for f in PREFERENCE_FIELDS if f not in entry]
-        if missing:
-            raise DatasetError(f"{where}: falta o campo '{missing[0]}'.")
-        wrong = [f for f in PREFERENCE_FIELDS if not isinstance(entry[f], str)]
-        if wrong:
-            raise DatasetError(f"{where}: o campo '{wrong[0]}' deve ser texto (str), "
-                               f"mas é {type(entry[wrong[0]]).__name__}.")
-    return data
+    return validate_entries(data, source, fields=PREFERENCE_FIELDS)
 
 
 def download_and_load_preference_file(file_path: PathLike,
@@ -91,7 +75,7 @@ class PreferenceDataset(Dataset):
             for key in RESPONSE_KEYS:
                 full_ids = encode_text(tokenizer, style.generation_prompt(entry) + entry[key])
                 item[key] = full_ids
-                item[f"{key}_prompt_length"] = _common_prefix_length(full_ids, header_ids)
+                item[f"{key}_prompt_length"] = common_prefix_length(full_ids, header_ids)
             self.encoded_texts.append(item)
 
     def __getitem__(self, index: int) -> Dict[str, object]:

@@ -61,6 +61,19 @@ class Profile:
     # (a test double that gives deterministic scores), because CI has no Ollama.
     judge_stand_in: bool = False
     seed: int = 123
+    # Preference tuning (DPO, step `preferencia`, notebook 10): the book's bonus notebook
+    # (beta 0.1, AdamW lr 5e-6 / weight decay 0.01, 1 epoch, batch 8), on LoRA adapters
+    # whose reference is the same model with the adapters off. The data is split 85/10/5
+    # and cut to the profile's share like the instruction data.
+    dpo_beta: float = 0.1
+    dpo_learning_rate: float = 5e-6
+    dpo_weight_decay: float = 0.01
+    dpo_num_epochs: int = 1
+    dpo_batch_size: int = 8
+    dpo_max_steps: Optional[int] = None
+    dpo_lora_rank: int = 16
+    dpo_lora_alpha: float = 16
+    dpo_compare_items: int = 3       # validation prompts answered before and after DPO
 
     @property
     def model_size(self) -> str:
@@ -105,7 +118,7 @@ PROFILES = {
     "teste": Profile("teste", "gpt2-tiny (test)", 24, 4, 4, batch_size=4, num_epochs=1,
                      max_steps=4, eval_freq=2, eval_iter=1, allowed_max_length=128,
                      max_new_tokens=12, learning_rate=5e-4, generation_batch_size=4,
-                     judge_stand_in=True),
+                     judge_stand_in=True, dpo_batch_size=4, dpo_max_steps=4, dpo_learning_rate=5e-4),
 }
 
 

@@ -23,7 +23,9 @@ from llmdefinitions.dpo import (
     compute_dpo_metrics_loader,
     compute_logprobs,
     evaluate_dpo_loss_loader,
-    lora_disabled,
+    load_dpo_checkpoint,
+    save_dpo_checkpoint,
+    train_model_dpo,
     train_model_dpo_simple,
 )
 from llmdefinitions.dpo_data import (
@@ -33,7 +35,7 @@ from llmdefinitions.dpo_data import (
     preference_collate_fn,
     validate_preference_entries,
 )
-from llmdefinitions.lora import iter_lora_layers, merge_lora, replace_linear_with_lora
+from llmdefinitions.lora import disable_lora, iter_lora_layers, merge_lora, replace_linear_with_lora
 from llmdefinitions.model import GPTModel
 from llmdefinitions.prompts import get_prompt_style
 from llmdefinitions.tokenizer import END_OF_TEXT_ID, encode_text
@@ -271,7 +273,7 @@ def test_lora_reference_gives_the_same_loss_as_a_frozen_copy(real_batch):
     assert policy.training                              # the reference pass restored train mode
     with torch.no_grad():
         torch.testing.assert_close(policy.eval()(batch["chosen"]), on_before)   # adapters back on
-    assert all("forward" not in vars(layer) for _, layer in iter_lora_layers(policy))
+    assert all(layer.enabled for _, layer in iter_lora_layers(policy))          # switched back on
 
 
 def test_only_the_policy_gets_gradients(real_batch):
@@ -287,16 +289,13 @@ def test_only_the_policy_gets_gradients(real_batch):
     assert all(p.grad is not None for p in policy.parameters())
 
 
-def test_lora_disabled_is_the_base_model_and_refuses_what_it_cannot_do(real_batch):
+def test_adapters_off_is_the_base_model_and_dpo_refuses_what_it_cannot_use(real_batch):
     _, batch = real_batch
     policy, frozen = lora_policy()
     policy.eval()
-    with torch.no_grad(), lora_disabled(policy):
+    with torch.no_grad(), disable_lora(policy):
         torch.testing.assert_close(policy(batch["chosen"]), frozen(batch["chosen"]))
-    with pytest.raises(ValueError, match="não tem camadas LoRA"):
-        with lora_disabled(tiny_gpt()):
-            pass
-    with pytest.raises(ValueError, match="não tem camadas LoRA"):
+    with pytest.raises(ValueError, match="não tem camadas LoRA.*Passe um reference_model"):
         compute_dpo_loss_batch(batch, tiny_gpt(), None, 0.1)
     merge_lora(policy)
     with pytest.raises(ValueError, match="fundida"):
@@ -336,6 +335,90 @@ def test_train_model_dpo_simple_tracks_the_books_keys_and_ours(preference_entrie
     assert math.isnan(compute_dpo_loss_loader([], policy, reference, 0.1)[0])
 
 
+def _lora_run(preference_entries, gpt2_tokenizer):
+    """A LoRA policy (reference: adapters off), its loaders and optimizer, all seeded."""
+    policy, _ = lora_policy()
+    torch.manual_seed(7)
+    train_loader = make_preference_loader(preference_entries[:12], gpt2_tokenizer, batch_size=4,
+                                          shuffle=True, drop_last=True)
+    val_loader = make_preference_loader(preference_entries[12:17], gpt2_tokenizer, batch_size=4)
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-3)
+    return policy, train_loader, val_loader, optimizer
+
+
+def _adapter(model):
+    return {name: (layer.lora.A.detach().clone(), layer.lora.B.detach().clone())
+            for name, layer in iter_lora_layers(model)}
+
+
+def test_train_model_dpo_is_the_books_loop_with_extras(preference_entries, gpt2_tokenizer, capsys):
+    runs = []
+    for train in (train_model_dpo_simple, train_model_dpo):
+        policy, train_loader, val_loader, optimizer = _lora_run(preference_entries, gpt2_tokenizer)
+        extra = {"progress": False} if train is train_model_dpo else {}
+        tracking = train(policy, None, train_loader, val_loader, optimizer, num_epochs=2, beta=0.1,
+                         eval_freq=2, eval_iter=1, start_context="Below is",
+                         tokenizer=gpt2_tokenizer, **extra)
+        runs.append((tracking, _adapter(policy), capsys.readouterr().out))
+    (book, book_weights, book_out), (ours, our_weights, our_out) = runs
+    assert ours == book and len(book["val_losses"]) == 3                # steps 0, 2, 4 of 6
+    for name, (a, b) in book_weights.items():
+        assert torch.equal(our_weights[name][0], a) and torch.equal(our_weights[name][1], b)
+    assert our_out == book_out and book_out.count("Ep 2 (Step 000004)") == 1
+
+
+def test_dpo_resumes_after_an_interruption_to_the_same_result(preference_entries, gpt2_tokenizer,
+                                                              tmp_path):
+    """Stopped after step 3 of 6 (checkpoint every step), then resumed: same metrics and
+    adapter as one uninterrupted run; the checkpoint holds the adapter, not the model."""
+    def run(checkpoint, stop_after=None):
+        policy, train_loader, val_loader, optimizer = _lora_run(preference_entries, gpt2_tokenizer)
+
+        def interrupt(state):
+            if stop_after is not None and state.global_step == stop_after:
+                raise KeyboardInterrupt
+
+        tracking = train_model_dpo(policy, None, train_loader, val_loader, optimizer, num_epochs=2,
+                                   beta=0.1, eval_freq=2, eval_iter=1, start_context="",
+                                   tokenizer=gpt2_tokenizer, checkpoint_path=checkpoint,
+                                   checkpoint_every=1, resume=True, print_samples=False,
+                                   progress=False, on_step=interrupt)
+        return tracking, _adapter(policy)
+
+    whole, whole_weights = run(tmp_path / "inteiro.pt")
+    checkpoint = tmp_path / "dpo-checkpoint.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(checkpoint, stop_after=3)
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["lora"] and all(".lora." in key for key in saved["weights"])
+    assert saved["state"]["global_step"] == 3 and len(saved["tracking"]["val_losses"]) == 2
+    resumed, resumed_weights = run(checkpoint)
+    assert resumed == whole
+    for name, (a, b) in whole_weights.items():
+        torch.testing.assert_close(resumed_weights[name][0], a, rtol=0, atol=0)
+        torch.testing.assert_close(resumed_weights[name][1], b, rtol=0, atol=0)
+
+
+def test_max_steps_and_a_checkpoint_of_another_model(preference_entries, gpt2_tokenizer, tmp_path):
+    policy, train_loader, val_loader, optimizer = _lora_run(preference_entries, gpt2_tokenizer)
+    checkpoint = tmp_path / "dpo.pt"
+    tracking = train_model_dpo(policy, None, train_loader, val_loader, optimizer, num_epochs=2,
+                               beta=0.1, eval_freq=1, eval_iter=1, start_context="",
+                               tokenizer=gpt2_tokenizer, max_steps=2, checkpoint_path=checkpoint,
+                               print_samples=False, progress=False)
+    assert len(tracking["val_losses"]) == 2
+    state, saved = load_dpo_checkpoint(checkpoint, policy, optimizer, "cpu")
+    assert (state.global_step, state.epoch, state.batch_in_epoch) == (1, 0, 2) and saved == tracking
+    other = replace_linear_with_lora(tiny_gpt(), rank=2, alpha=2, targets="attention")
+    other_optimizer = torch.optim.AdamW([p for p in other.parameters() if p.requires_grad])
+    with pytest.raises(ValueError, match="checkpoint de DPO .* não corresponde"):
+        load_dpo_checkpoint(checkpoint, other, other_optimizer, "cpu")
+    full = tiny_gpt()                                   # no LoRA: the whole model is saved
+    save_dpo_checkpoint(checkpoint, full, torch.optim.SGD(full.parameters(), lr=0.1),
+                        state, tracking)
+    assert set(torch.load(checkpoint, weights_only=True)["weights"]) == set(full.state_dict())
+
+
 # --- end to end -----------------------------------------------------------------------------------
 
 POLITE = ("gladly", "sure", "happily", "certainly")
@@ -366,7 +449,7 @@ def test_sft_then_dpo_with_lora_reference_learns_the_preference():
 
     from llmdefinitions.data import InstructionDataset, custom_collate_fn
     from llmdefinitions.generation import generate_responses
-    from llmdefinitions.training import train_model_simple
+    from llmdefinitions.trainer import train_model
     from test_end_to_end import WORDS, WordTokenizer, make_entries
 
     start = time.perf_counter()
@@ -394,7 +477,7 @@ def test_sft_then_dpo_with_lora_reference_learns_the_preference():
                             batch_size=16, shuffle=True, drop_last=True,
                             collate_fn=partial(custom_collate_fn, pad_token_id=eot, mask_instruction=True))
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
-    sft_losses, _, _ = train_model_simple(
+    sft_losses, _, _ = train_model(
         model, sft_loader, sft_loader, optimizer, "cpu", num_epochs=6, eval_freq=100, eval_iter=2,
         start_context="", tokenizer=tokenizer, warmup_steps=10, lr_schedule="cosine", grad_clip=1.0,
         progress=False, print_samples=False)
