@@ -54,6 +54,11 @@ DATASET_WITH_RESPONSE_URL = (
     "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch"
     "/main/ch07/01_main-chapter-code/instruction-data-with-response.json"
 )
+# The same 1,100 entries with a polite `chosen` and an impolite `rejected` answer (DPO, notebook 10).
+PREFERENCE_DATASET_URL = (
+    "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch"
+    "/main/ch07/04_preference-tuning-with-dpo/instruction-data-with-preference.json"
+)
 # Stanford Alpaca's 52K instructions (exercise of notebook 12); no fixed hash is known.
 ALPACA_URL = "https://raw.githubusercontent.com/tatsu-lab/stanford_alpaca/main/alpaca_data.json"
 GPT2_BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2"
@@ -74,6 +79,7 @@ def hf_url(repo: str, filename: str, revision: str = "main") -> str:
 KNOWN_SHA256 = {
     DATASET_URL: "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944",
     DATASET_WITH_RESPONSE_URL: "aced320504c77c98d957316eb9f3460945256226c36b5e9752bf7d49585eb943",
+    PREFERENCE_DATASET_URL: "305315abf14f65fa42c01a0877572f832606571c2a7d49f152ac1d758b16756e",
     TOKENIZER_URLS["encoder.json"]: "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
     TOKENIZER_URLS["vocab.bpe"]: "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
     # GPT-2 weights as safetensors: the Git LFS oid (= sha256) that Hugging Face shows under

@@ -26,15 +26,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .data import common_prefix_length, download_and_load_file, validate_entries
+from .downloads import PREFERENCE_DATASET_URL
 from .prompts import get_prompt_style
 from .tokenizer import END_OF_TEXT_ID, encode_text
 
 PathLike = Union[str, os.PathLike]
 
-PREFERENCE_DATASET_URL = (
-    "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch"
-    "/main/ch07/04_preference-tuning-with-dpo/instruction-data-with-preference.json"
-)
 PREFERENCE_FIELDS = ("instruction", "input", "chosen", "rejected")
 RESPONSE_KEYS = ("chosen", "rejected")
 

@@ -778,7 +778,8 @@ DPO_LORA_TARGETS = "all_linear"    # every nn.Linear, the head included (the boo
 def prepare_preference_data(profile: Profile, paths: RunPaths) -> PreparedData:
     """Download (or reuse) the book's preference pairs, split them 85/10/5, keep the profile's share."""
     from .data import split_data
-    from .dpo_data import PREFERENCE_DATASET_URL, download_and_load_preference_file
+    from .downloads import PREFERENCE_DATASET_URL
+    from .dpo_data import download_and_load_preference_file
     from .tokenizer import get_gpt2_tokenizer
 
     data = download_and_load_preference_file(paths.preference_data_file, PREFERENCE_DATASET_URL)

@@ -35,12 +35,12 @@ class SharedDataMissing(RuntimeError):
 
 def _files() -> dict:
     """Path in the data folder -> public URL, for every file the tests can download."""
-    from llmdefinitions.downloads import DATASET_URL, DATASET_WITH_RESPONSE_URL, TOKENIZER_URLS
+    from llmdefinitions.downloads import (DATASET_URL, DATASET_WITH_RESPONSE_URL, PREFERENCE_DATASET_URL,
+                                          TOKENIZER_URLS)
 
     files = {"instruction-data.json": DATASET_URL,
              "instruction-data-with-response.json": DATASET_WITH_RESPONSE_URL,
-             "instruction-data-with-preference.json":
-                 f"{_BOOK}/04_preference-tuning-with-dpo/instruction-data-with-preference.json"}
+             "instruction-data-with-preference.json": PREFERENCE_DATASET_URL}
     files.update({f"gpt2-tokenizer/{name}": url for name, url in TOKENIZER_URLS.items()})
     files.update({f"judge-reference/{Path(f).name}": f"{_BOOK}/03_model-evaluation/{f}" for f in _JUDGE_FILES})
     return files
