@@ -581,7 +581,7 @@ def fig_lora():
     arrow(ax, (62, 37.6), (62, 39.8))
     box(ax, 80, 2, 19.5, 43, "", role="neutro", fill="#FAFAFA", lw=1.0)
     text(ax, 81.2, 23.5, "h = xW + (α/r)·xAB\n\nB começa em zero:\nno início, a saída\n"
-         "é a do modelo\npré-treinado\n\nr = 16, α = 16\n(notebook 08)\n\n"
+         "é a do modelo\npré-treinado\n\nr = 16, α = 16\n(notebook 09)\n\n"
          "treináveis:\n2·d·r = 32.768\n(3,1% de W)", size=SMALL, color=INK)
     return fig
 
@@ -614,7 +614,7 @@ def fig_fluxo_juiz():
     arrow(ax, (12.5, 9.0), (12.5, 14.8), color=SOFT, linestyle=(0, (4, 3)), lw=1.2)
     text(ax, 43.5, 11.0, "repete para cada amostra do conjunto de teste", size=SMALL, color=SOFT,
          ha="center", style="italic")
-    text(ax, 43.5, 4.5, "referência: Llama 3 8B base 58,51\nLlama 3 8B Instruct 82,65",
+    text(ax, 43.5, 4.5, "o livro cita, sem dizer como mediu:\nLlama 3 8B base 58,51; Instruct 82,65",
          size=SMALL, color=SOFT, ha="center")
     return fig
 
@@ -1008,14 +1008,15 @@ FIGURES = {
         fig_lora, "LoRA: pesos congelados + atualização de baixo posto",
         "À esquerda, o ajuste fino completo atualiza toda a matriz W de 1024 × 1024 (1.048.576 "
         "pesos). À direita, o LoRA congela W e soma (α/r)·xAB, com A de d × r e B de r × d; com "
-        "r = 16 e α = 16, como no notebook 08, são 2·d·r = 32.768 pesos treináveis (3,1% de W). "
+        "r = 16 e α = 16, como no notebook 09, são 2·d·r = 32.768 pesos treináveis (3,1% de W). "
         "B começa em zero, então no início a saída é a do modelo pré-treinado."),
     "fluxo_juiz": Figure(
         fig_fluxo_juiz, "LLM como juiz: pontuar cada resposta de 0 a 100",
         "A instrução com a entrada, a resposta de referência e a resposta do modelo entram num "
         "prompt em inglês que pede uma nota inteira de 0 a 100; o juiz (Llama 3 8B Instruct via "
         "Ollama) devolve a nota, e o laço se repete para as 110 amostras de teste. A média do "
-        "GPT-2 355M ajustado fica perto de 50; referência: Llama 3 8B base 58,51 e Instruct 82,65."),
+        "GPT-2 355M ajustado fica perto de 50 (49,45 no livro). O livro cita ainda, sem dizer com que "
+        "juiz nem sobre quais respostas, 58,51 para o Llama 3 8B base e 82,65 para o Instruct."),
     "alpaca_self_instruct": Figure(
         fig_alpaca_self_instruct, "Alpaca: dados gerados com Self-Instruct",
         "175 tarefas-semente escritas por pessoas entram, como exemplos, em prompts ao "
