@@ -146,6 +146,8 @@ def generate_dataset(
     system: Optional[str] = None,
     num_examples: int = NUM_EXAMPLES,
     seed: int = 123,
+    instruction_options: Optional[Mapping[str, Any]] = None,
+    response_options: Optional[Mapping[str, Any]] = None,
     config: FilterConfig = FilterConfig(),
     output_dir: Optional[PathLike] = None,
     redo: bool = False,
@@ -161,6 +163,8 @@ def generate_dataset(
     * ``template``/``response_mode``/``system``: Magpie's chat template (default: from
       the model's name), how it asks for the response (``"chat"`` or ``"raw"``) and an
       optional system turn before the user's.
+    * ``instruction_options``/``response_options``: request options on top of each
+      method's (e.g. ``{"num_predict": 64}``); item *i*'s instruction keeps seed ``seed + i``.
     * ``output_dir``: where the files go (see the module docstring) and the reply cache
       lives; ``redo`` clears the cache first.
     """
@@ -179,10 +183,12 @@ def generate_dataset(
     start = time.perf_counter()
     if method == "magpie":
         candidates = generate_magpie(requests, n, template=template, response_mode=response_mode, system=system,
-                                     seed=seed, progress=progress)
+                                     seed=seed, instruction_options=instruction_options,
+                                     response_options=response_options, progress=progress)
     else:
         candidates = generate_self_instruct(requests, seed_tasks, n, num_examples=num_examples, seed=seed,
-                                            progress=progress)
+                                            instruction_options=instruction_options,
+                                            response_options=response_options, progress=progress)
     seconds = time.perf_counter() - start
     verdicts = verdicts_for(candidates, seed_tasks if pool is None else pool, config)
     kept = [c.entry() for c, v in zip(candidates, verdicts) if v.kept]
