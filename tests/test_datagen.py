@@ -197,8 +197,8 @@ def test_duplicates_and_rouge_compare_with_the_pool_and_earlier_items_first_one_
     assert [v.rule for v in verdicts] == ["exact_duplicate", "near_duplicate", "rouge_l", None,
                                           "exact_duplicate", None]
     assert [v.kept for v in verdicts] == [False, False, False, True, False, True]
-    assert "conjunto de referência" in verdicts[0].reason and "item gerado 3" in verdicts[4].reason
-    assert "Jaccard 0.94" in verdicts[1].reason and "ROUGE-L 0.89" in verdicts[2].reason
+    assert "item 0 da referência" in verdicts[0].reason and "item gerado 3" in verdicts[4].reason
+    assert "Jaccard 0,94" in verdicts[1].reason and "ROUGE-L 0,89" in verdicts[2].reason
     assert rouge_l(entries[2]["instruction"], italy) == pytest.approx(8 / 9)
 
 

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..data_quality import PROMPT_FIELDS, exact_duplicates, near_duplicates
+from ..stats import format_decimal
 
 Entry = Mapping[str, str]
 
@@ -45,7 +46,7 @@ RULES: Dict[str, str] = {
     "refusal": "recusa",
     "too_short": "curto demais",
     "too_long": "longo demais",
-    "modality": "pede imagem, arquivo ou som",
+    "modality": "pede imagem ou arquivo",
     "punctuation": "começa com pontuação",
     "exact_duplicate": "duplicata exata",
     "near_duplicate": "quase duplicata",
@@ -259,17 +260,17 @@ def filter_entries(entries: Sequence[Entry], pool: Sequence[Entry] = (),
     dropped: Dict[int, Tuple[str, str]] = {}    # position in combined -> (rule, reason)
 
     def where(k: int) -> str:
-        return f"item {k} do conjunto de referência" if k < n_pool else f"item gerado {indices[survivors[k - n_pool]]}"
+        return f"item {k} da referência" if k < n_pool else f"item gerado {indices[survivors[k - n_pool]]}"
 
     for group in exact_duplicates(combined, fields=PROMPT_FIELDS):
         first = group[0]
         for k in group[1:]:
             if k >= n_pool:
-                dropped[k] = ("exact_duplicate", f"mesma instrução e entrada que o {where(first)}")
+                dropped[k] = ("exact_duplicate", f"mesma instrução e entrada do {where(first)}")
     for pair in sorted(near_duplicates(combined, config.near_threshold, fields=PROMPT_FIELDS),
                        key=lambda p: (p.j, p.i)):
         if pair.j >= n_pool and pair.j not in dropped and pair.i not in dropped:
-            dropped[pair.j] = ("near_duplicate", f"Jaccard {pair.similarity:.2f} com o {where(pair.i)}")
+            dropped[pair.j] = ("near_duplicate", f"Jaccard {format_decimal(pair.similarity)} com o {where(pair.i)}")
 
     rouge = _RougePool(config.rouge_threshold)
     rouge_kept: List[int] = []       # rouge pool position - n_pool -> position in combined
@@ -284,7 +285,7 @@ def filter_entries(entries: Sequence[Entry], pool: Sequence[Entry] = (),
         if similar is not None and score >= config.rouge_threshold:
             other = similar if similar < n_pool else rouge_kept[similar - n_pool]
             verdicts[position] = Verdict(indices[position], False, "rouge_l",
-                                         f"ROUGE-L {score:.2f} com o {where(other)}")
+                                         f"ROUGE-L {format_decimal(score)} com o {where(other)}")
             continue
         verdicts[position] = Verdict(indices[position], True)
         rouge.add(instruction)

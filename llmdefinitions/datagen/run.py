@@ -71,8 +71,11 @@ class DatagenReport:
 
     @property
     def items_per_minute(self) -> Optional[float]:
-        """Candidates per minute of this run; ``None`` when some replies came from the cache (not a fresh run)."""
-        if self.requests_reused or self.requests_asked == 0 or self.seconds <= 0:
+        """Candidates per minute of this run (``None`` when nothing was asked: all from the cache).
+
+        Replies reused from the cache make it faster than the model: see ``requests_reused``.
+        """
+        if self.requests_asked == 0 or self.seconds <= 0:
             return None
         return 60.0 * self.n_requested / self.seconds
 
@@ -100,7 +103,7 @@ class DatagenReport:
     def __str__(self) -> str:
         speed = self.items_per_minute
         timing = (f"{format_decimal(self.seconds, 1)} s, {format_decimal(speed, 1)} itens por minuto"
-                  if speed is not None else "parte das respostas veio do cache: sem medida de velocidade")
+                  if speed is not None else "todas as respostas vieram do cache")
         return (f"{self.method} com {self.model}: {self.n_kept} de {self.n_requested} itens mantidos "
                 f"({format_decimal(100 * self.share_kept, 1)} %). Pedidos ao modelo: {self.requests_asked} "
                 f"feitos, {self.requests_reused} respondidos pelo cache; {timing}.\n" + self.table())
