@@ -171,7 +171,8 @@ def test_a_good_item_and_quoted_or_portuguese_ones_pass():
     assert check_entry({**GOOD, "instruction": "\"Carpe diem\": translate it to English."}) is None
     assert check_entry({"instruction": "Explique a fotossíntese em uma frase.", "input": "",
                         "output": "As plantas transformam luz em açúcar."}) is None
-    assert check_entry({**GOOD, "instruction": "Write a song."}, FilterConfig(check_modality=False)) is None
+    music = {**GOOD, "instruction": "Compose some music for a film."}
+    assert check_entry(music)[0] == "modality" and check_entry(music, FilterConfig(check_modality=False)) is None
 
 
 def test_rouge_l_keeps_accented_words():
@@ -374,3 +375,20 @@ def test_cli_errors_are_in_portuguese_with_the_cli_exit_codes(tmp_path, capsys):
     bad.write_text(json.dumps([{"instruction": "x"}]), encoding="utf-8")
     assert cli.main(["gerar-dados", "--metodo", "magpie", "-n", "1", "--tarefas-semente", str(bad)]) == 1
     assert "falta o campo 'input'" in capsys.readouterr().err
+
+
+def test_the_measured_reference_is_consistent_and_prints_in_portuguese(capsys):
+    from llmdefinitions.datagen import reference
+
+    assert reference.RUNS
+    for run in reference.RUNS:
+        assert run.n_kept + sum(run.dropped.values()) == run.n_requested
+        assert set(run.dropped) <= set(datagen.RULES)
+        assert len(run.examples) == 3 and validate_entries(list(run.examples))
+        assert all(check_entry(e) is None for e in run.examples)          # kept items pass the one-item rules
+        assert f"-n {run.n_requested} " in run.command
+    reference.print_summary()
+    reference.print_examples(width=76)
+    out = capsys.readouterr().out
+    assert "itens/min" in out and "%" in out and "." not in out.splitlines()[1].split()[-1]
+    assert max(len(line) for line in out.splitlines()) <= 80

@@ -8,8 +8,8 @@ Rules in the order they are checked (the first that fails names the reason):
    the model ran past its turn, or the prompt leaked into the answer;
 3. ``refusal`` — the model declined (``I'm sorry``, ``As an AI``, ``Desculpe``,
    ``Como um modelo de linguagem``...);
-4. ``too_short`` / ``too_long`` — instruction under 3 or over 150 words
-   (Self-Instruct's bounds), response under ``min_output_words`` or over
+4. ``too_short`` / ``too_long`` — instruction of 3 words or fewer, or over 150
+   (Self-Instruct's bounds: more than 3, at most 150), response under ``min_output_words`` or over
    ``max_output_words`` words;
 5. ``modality`` — the instruction needs something a text model cannot see or
    produce (image, graph, file, map, video, audio...: Self-Instruct's list, plus pt-BR);
@@ -88,7 +88,7 @@ _OPENERS = "\"'“‘«([¿¡"
 class FilterConfig:
     """The filters' thresholds; the defaults are Self-Instruct's where it has one."""
 
-    min_instruction_words: int = 3
+    min_instruction_words: int = 4
     max_instruction_words: int = 150
     min_output_words: int = 1
     max_output_words: int = 400
