@@ -392,3 +392,8 @@ def test_the_measured_reference_is_consistent_and_prints_in_portuguese(capsys):
     out = capsys.readouterr().out
     assert "itens/min" in out and "%" in out and "." not in out.splitlines()[1].split()[-1]
     assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_the_books_published_entry_without_instruction_is_dropped_as_empty():
+    """The book's instruction-data-llama3-7b.json has {"instruction": null, "output": ""} (no "input")."""
+    assert check_entry({"instruction": None, "output": ""}) == ("empty", "sem instrução")
