@@ -22,6 +22,7 @@ from .pipeline import (DEFAULT_CHECKPOINT_EVERY, PROG, STEP_NAMES, PipelineError
 from .judge.defaults import DEFAULT_DEADLINE
 from .profiles import (DEFAULT_JUDGE_URL, OUTPUT_ENV, PROFILE_ENV, PROFILES, load_profile,
                        output_root)
+from .runs import run_paths
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 MIRROR_HELP = ("Sem internet: LLMDEF_MIRROR=PASTA aponta para um espelho offline dos arquivos "
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--respostas", metavar="ARQUIVO", default=None,
                                  help="avalia este arquivo de respostas (formato do livro: instruction, input, "
                                       "output, model_response) em vez das respostas desta execução")
+    _add_datagen_parser(sub)
     return parser
 
 
@@ -176,6 +178,8 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
 
 def run_command(args: argparse.Namespace, log=print) -> int:
     """Run the subcommand of ``args``; errors propagate (see :func:`main`)."""
+    if args.comando == DATAGEN_COMMAND:
+        return run_datagen(args, log)
     options = options_from_args(args)
     run = Run(options, log=lambda text: log(text, flush=True))
     names = list(STEP_NAMES) if args.comando == "tudo" else [args.comando]
@@ -191,6 +195,87 @@ def run_command(args: argparse.Namespace, log=print) -> int:
     run_steps(run, names)
     if args.comando == "tudo":
         run.log(describe(run.paths))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- gerar-dados
+# Synthetic instruction data (llmdefinitions.datagen): Self-Instruct or Magpie with a local LLM.
+
+DATAGEN_COMMAND = "gerar-dados"
+DATAGEN_HELP = ("gera amostras sintéticas (Self-Instruct ou Magpie) com um LLM local, filtra e presta contas "
+                "de cada item (retoma se foi interrompido)")
+REDO_HELPS[DATAGEN_COMMAND] = "apaga o cache de respostas e pede tudo de novo ao modelo"
+
+
+def _positive_int(value: str) -> int:
+    number = _non_negative_int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"esperava um número inteiro >= 1, recebi {value!r}")
+    return number
+
+
+def _add_datagen_parser(sub) -> None:
+    from .datagen import METHODS, RESPONSE_MODES, TEMPLATES
+
+    command = sub.add_parser(
+        DATAGEN_COMMAND, help=DATAGEN_HELP, description=DATAGEN_HELP[0].upper() + DATAGEN_HELP[1:] + ".",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Exemplos:\n"
+               f"  {PROG} {DATAGEN_COMMAND} --metodo magpie -n 50 --modelo llama3\n"
+               f"  {PROG} {DATAGEN_COMMAND} --metodo self-instruct -n 50 "
+               "--url http://127.0.0.1:8081/v1/chat/completions --modelo smollm2\n"
+               "Arquivos: <saida>/<perfil>/sinteticos-<método>.json (amostras mantidas, formato Alpaca), "
+               "-contas.json (cada item: mantido ou o motivo do descarte), -resumo.json e -cache.jsonl.\n"
+               "Interrompeu? Rode o mesmo comando de novo: nenhum pedido é repetido.\n" + MIRROR_HELP)
+    _add_common_options(command, DATAGEN_COMMAND)
+    command.add_argument("--metodo", choices=METHODS, required=True, help="self-instruct ou magpie")
+    command.add_argument("-n", type=_positive_int, required=True, metavar="N", dest="n",
+                         help="quantos itens pedir ao modelo (cada um é mantido ou descartado com o motivo)")
+    command.add_argument("--url", metavar="URL", default=None,
+                         help=f"servidor do LLM: Ollama ({DEFAULT_JUDGE_URL}, o padrão) ou compatível com a "
+                              "OpenAI (.../v1/chat/completions: llama.cpp, vLLM, LM Studio)")
+    command.add_argument("--modelo", metavar="NOME", default=None, help="modelo (padrão: o do perfil, llama3)")
+    command.add_argument("--template", choices=sorted(TEMPLATES), default=None,
+                         help="formato de chat do modelo, para o Magpie (padrão: deduzido do nome do modelo)")
+    command.add_argument("--resposta", choices=RESPONSE_MODES, default="chat",
+                         help="Magpie: pede a resposta pela rota de chat (padrão) ou com o template completo (raw)")
+    command.add_argument("--sistema", metavar="TEXTO", default=None,
+                         help="Magpie: um turno de sistema antes do do usuário (modelos pequenos escrevem "
+                              "instruções melhores depois do texto de sistema padrão deles)")
+    command.add_argument("--tarefas-semente", metavar="ARQUIVO", default=None, dest="tarefas_semente",
+                         help="JSON no formato Alpaca com as tarefas-semente do Self-Instruct e a referência "
+                              "dos filtros de duplicatas (padrão: o conjunto de dados do curso)")
+    command.add_argument("--semente", type=_non_negative_int, default=123, metavar="N",
+                         help="semente aleatória: o item i usa N + i (padrão: 123)")
+
+
+def run_datagen(args: argparse.Namespace, log=print) -> int:
+    """``gerar-dados``: generate, filter, write the files, print the accounts; 1 if requests failed."""
+    from .data import download_and_load_file, load_instruction_file
+    from .datagen import generate_dataset
+
+    try:
+        profile = load_profile(args.perfil)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    paths = run_paths(profile, Path(args.saida) if args.saida else None)
+    seeds = (load_instruction_file(args.tarefas_semente) if args.tarefas_semente
+             else download_and_load_file(paths.data_file))
+    url = args.url or profile.judge_url
+    model = args.modelo or profile.judge_model
+    log(f"llmdefinitions {DATAGEN_COMMAND} — {args.metodo}, {args.n} itens, modelo {model} em {url}", flush=True)
+    result = generate_dataset(args.metodo, args.n, model=model, url=url, seed_tasks=seeds,
+                              template=args.template, response_mode=args.resposta, system=args.sistema,
+                              seed=args.semente,
+                              output_dir=paths.run_dir, redo=args.refazer)
+    log(str(result.report), flush=True)
+    for entry in result.kept[:3]:
+        log(f"  mantido: {entry['instruction'][:100]!r}", flush=True)
+    log(f"Amostras mantidas: {result.paths.kept}\nContas de cada item: {result.paths.accounts}", flush=True)
+    if result.report.n_failed:
+        _print_error(f"{result.report.n_failed} de {args.n} itens ficaram sem resposta do modelo (veja os "
+                     f"motivos em {result.paths.accounts}). Rode o mesmo comando de novo: só esses serão pedidos.")
+        return EXIT_ERROR
     return EXIT_OK
 
 
