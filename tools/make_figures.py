@@ -761,7 +761,7 @@ def fig_magpie():
 def fig_sintetico_local():
     fig, ax = canvas(10, 5.4)
     title(ax, "Self-Instruct × Magpie com um modelo pequeno local", 51.5)
-    model = "SmolLM2-135M-\nInstruct\n(llama.cpp)"
+    model = "SmolLM2-135M-\nInstruct\n(servidor\nllama-cpp-python)"
     for x0, name in ((0.8, "Self-Instruct"), (50.8, "Magpie")):
         box(ax, x0, 1.0, 48.4, 45.0, "", role="neutro", fill="#FCFCFC", lw=1.0)
         text(ax, x0 + 24.2, 43.3, name, size=HEAD, weight="bold", ha="center")
@@ -771,21 +771,21 @@ def fig_sintetico_local():
     box(ax, 27.0, 29.0, 20.8, 11.5, model, role="modelo", fontsize=SMALL, weight="bold")
     box(ax, 2.0, 13.5, 21.5, 11.0, "nova instrução;\noutra chamada\nescreve a resposta",
         role="instrucao", fontsize=SMALL)
-    box(ax, 27.0, 13.5, 20.8, 11.0, "filtros: formato,\ntamanho,\nduplicatas", role="ignorado",
-        fontsize=SMALL)
+    box(ax, 27.0, 13.5, 20.8, 11.0, "filtros: vazio,\ntemplate, recusa,\ntamanho, duplicatas,\nROUGE-L ≥ 0,7",
+        role="ignorado", fontsize=SMALL)
     for start, end, rad in (((23.8, 34.75), (26.7, 34.75), 0), ((37.4, 28.7), (12.75, 24.8), 0.1),
                             ((23.8, 19.0), (26.7, 19.0), 0)):
         arrow(ax, start, end, rad=rad, zorder=4)
     text(ax, 25.0, 6.5, "precisa de exemplos escritos\nà mão (as sementes)", size=SMALL,
          ha="center", color=SOFT, style="italic")
     # Magpie
-    box(ax, 52.0, 29.0, 21.5, 11.5, "<|im_start|>user\n(só o template)", role="neutro",
+    box(ax, 52.0, 29.0, 21.5, 11.5, "[sistema, opcional]\n<|im_start|>user\n(só o template)", role="neutro",
         fontsize=SMALL, family=MONO)
     box(ax, 77.0, 29.0, 20.8, 11.5, model, role="modelo", fontsize=SMALL, weight="bold")
-    box(ax, 52.0, 13.5, 21.5, 11.0, "instrução; com o\ntemplate completo,\na resposta",
+    box(ax, 52.0, 13.5, 21.5, 11.0, "instrução; a resposta\nvem pela rota de chat\n(ou template\ncompleto, raw)",
         role="instrucao", fontsize=SMALL)
-    box(ax, 77.0, 13.5, 20.8, 11.0, "filtros: formato,\ntamanho,\nduplicatas", role="ignorado",
-        fontsize=SMALL)
+    box(ax, 77.0, 13.5, 20.8, 11.0, "filtros: vazio,\ntemplate, recusa,\ntamanho, duplicatas,\nROUGE-L ≥ 0,7",
+        role="ignorado", fontsize=SMALL)
     for start, end, rad in (((73.8, 34.75), (76.7, 34.75), 0), ((87.4, 28.7), (62.75, 24.8), 0.1),
                             ((73.8, 19.0), (76.7, 19.0), 0)):
         arrow(ax, start, end, rad=rad, zorder=4)
@@ -1045,10 +1045,12 @@ FIGURES = {
     "sintetico_local": Figure(
         fig_sintetico_local, "Self-Instruct × Magpie com um modelo pequeno local",
         "Lado a lado, como o curso roda os dois métodos com o SmolLM2-135M-Instruct servido "
-        "pelo llama.cpp: no Self-Instruct, um prompt com algumas tarefas do conjunto de dados "
-        "gera uma nova instrução e outra chamada escreve a resposta; no Magpie, só o template "
-        "de usuário do ChatML (<|im_start|>user) gera a instrução e o template completo gera a "
-        "resposta. Nos dois, filtros de formato, tamanho e duplicatas."),
+        "pelo servidor do llama-cpp-python: no Self-Instruct, um prompt com algumas tarefas do "
+        "conjunto de dados gera uma nova instrução e outra chamada escreve a resposta; no Magpie, "
+        "só o template de usuário do ChatML (<|im_start|>user), com um turno de sistema opcional "
+        "antes, gera a instrução, e a resposta vem pela rota de chat (ou pelo template completo, "
+        "raw). Nos dois, filtros: vazio, vazamento de template, recusa, tamanho, duplicatas e "
+        "ROUGE-L ≥ 0,7 contra o que já existe."),
     "lora_resultados": Figure(
         fig_lora_resultados, "LoRA no GPT-3 175B: o mesmo desempenho com muito menos treináveis",
         "Barras do GPT-3 175B com ajuste fino completo (175.255,8 milhões de parâmetros "
