@@ -98,6 +98,10 @@ FIRST_TEST_RESPONSES: Tuple[TestResponse, ...] = (
                  "The author of 'Pride and Prejudice' is Jane Austen."),
 )
 
+# The progress bar of the 110 test answers: "110/110 [01:08<00:00, 1.60it/s]" (on the book's device).
+TEST_GENERATION_SECONDS = 68
+TEST_GENERATION_ITEMS = 110
+
 JUDGE_MODEL = "llama3 (8B) via Ollama"
 JUDGE_SCORED = 110
 JUDGE_TOTAL = 110
@@ -150,15 +154,31 @@ def untuned_response() -> str:
     return UNTUNED_RESPONSE
 
 
-def first_test_responses() -> Tuple[TestResponse, ...]:
-    """The first three test entries with the finetuned model's answers; prints them."""
+def first_test_responses(compact: bool = False) -> Tuple[TestResponse, ...]:
+    """The first three test entries with the finetuned model's answers; prints them.
+
+    ``compact=True`` prints only the instruction (not the whole Alpaca prompt), for a slide.
+    """
     print(_header("as três primeiras respostas do conjunto de teste"))
     for item in FIRST_TEST_RESPONSES:
+        if compact:
+            instruction = item.prompt.split("### Instruction:\n", 1)[-1].replace("\n\n### Input:\n", " | ")
+            print(f"Instrução: {instruction}\n  correta: {item.correct_response}\n  modelo:  {item.model_response}")
+            continue
         print(item.prompt)
         print(f"\nResposta correta:\n>> {item.correct_response}")
         print(f"\nResposta do modelo:\n>> {item.model_response}")
         print("-" * 40)
     return FIRST_TEST_RESPONSES
+
+
+def generation_time() -> float:
+    """Seconds the book's run took to answer the 110 test entries, one at a time; prints it."""
+    print(_header("tempo para gerar as respostas do conjunto de teste"))
+    print(f"{TEST_GENERATION_ITEMS} respostas em {TEST_GENERATION_SECONDS} s "
+          f"({format_decimal(TEST_GENERATION_ITEMS / TEST_GENERATION_SECONDS, 2)} por segundo; "
+          f"dispositivo do livro: {SETUP['device']}).")
+    return float(TEST_GENERATION_SECONDS)
 
 
 def judge_average() -> float:

@@ -297,15 +297,13 @@ def count_parameters(model: nn.Module) -> Tuple[int, int]:
     return trainable, total
 
 
-def _fmt_int(n: int) -> str:
-    return f"{n:,}".replace(",", ".")
-
-
 def format_parameter_count(model: nn.Module) -> str:
     """E.g. ``"Parâmetros treináveis: 7.898.384 de 414.184.720 (1,91%)"`` (pt-BR digits)."""
     trainable, total = count_parameters(model)
-    percent = f"{100.0 * trainable / total if total else 0.0:.2f}".replace(".", ",")
-    return f"Parâmetros treináveis: {_fmt_int(trainable)} de {_fmt_int(total)} ({percent}%)"
+    from .stats import format_decimal, format_thousands
+
+    percent = format_decimal(100.0 * trainable / total if total else 0.0)
+    return f"Parâmetros treináveis: {format_thousands(trainable)} de {format_thousands(total)} ({percent}%)"
 
 
 # ---------------------------------------------------------------------------
