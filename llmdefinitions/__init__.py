@@ -71,6 +71,7 @@ _EXPORTS = {
     "ensure_tiny_checkpoint": "weights",
     "overlength_entries": "data_quality",
     "folder_lock": "io",
+    "generate_dataset": "datagen",
     "reference_metrics": "metrics",
     "load_responses": "metrics",
     "bootstrap_mean": "stats",

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ..judge.defaults import DEFAULT_MAX_CONSECUTIVE_FAILURES
 from ..judge.errors import FATAL_ERRORS, JudgeError
-from ..judge.scoring import _Breaker
+from ..judge.scoring import FailureBreaker
 
 CANDIDATE_STATUSES = ("generated", "error", "not_attempted")
 
@@ -50,7 +50,7 @@ def collect(n: int, make_one: Callable[[int], Candidate], *, method: str,
     """``[make_one(0), ..., make_one(n - 1)]``, with failures recorded instead of raised."""
     from tqdm.auto import tqdm
 
-    breaker = _Breaker(max_consecutive_failures)
+    breaker = FailureBreaker(max_consecutive_failures)
     candidates: List[Candidate] = []
     for index in tqdm(range(n), desc=desc, disable=not progress):
         if breaker.reason:

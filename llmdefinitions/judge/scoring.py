@@ -259,7 +259,7 @@ def request_variant(options: Mapping[str, Any], schema: Optional[Mapping[str, An
     return json.dumps(parts, sort_keys=True, ensure_ascii=False) if parts else ""
 
 
-class _Breaker:
+class FailureBreaker:
     """Counts items in a row that failed the same way; at ``limit`` the run stops sending."""
 
     def __init__(self, limit: Optional[int]):
@@ -289,7 +289,7 @@ def _score_all(entries: Sequence[Mapping[str, Any]], json_key: str, client: Judg
                call_options: Optional[Mapping[str, Any]] = None, variant: str = "",
                desc: Optional[str] = None) -> ScoreResults:
     """The loop of :func:`score_responses` for a ready client and cache."""
-    breaker = _Breaker(max_consecutive_failures)
+    breaker = FailureBreaker(max_consecutive_failures)
     key_variant = request_variant(client.request_options(call_options), schema, variant)
 
     def work(index: int) -> ScoreResult:
