@@ -1,9 +1,9 @@
 """Training on several processes (llmdefinitions.distributed), launched for real by torchrun.
 
-Every run is ``torchrun ... -m llmdefinitions treinar`` in the ``teste`` profile on the CPU
-(gloo), through a small worker that first shrinks the profile (8 training samples: 2 steps
-per epoch, 2 epochs, evaluation after every step, fp32) and can interrupt training at a
-given step. The runs are compared with each other:
+Every run is the command line's ``treinar`` under torchrun, in the ``teste`` profile on the
+CPU (gloo), through ``torchrun_worker.py``, which first shrinks the profile (8 training
+samples: 2 steps per epoch, 2 epochs, evaluation after every step, fp32) and can interrupt
+training after a given step. The runs are compared with each other:
 
 * 1 process vs 2 (DDP, padded batches) and 2 (DDP, packed batches): the same global batches,
   so the same losses and weights up to float rounding;
@@ -38,26 +38,6 @@ WEIGHT_BOUND = 1e-4
 SMALL = {"train_items": 8, "num_epochs": 2, "max_steps": None, "eval_freq": 1, "eval_iter": 2,
          "precision": "fp32", "fused_optimizer": False}
 
-# The CLI with a smaller `teste` profile, and (stop_at >= 0) Ctrl+C after that optimizer step.
-WORKER = """
-import json, sys
-from dataclasses import replace
-from llmdefinitions import cli, pipeline, profiles
-overrides, stop_at = json.loads(sys.argv[1]), int(sys.argv[2])
-profiles.PROFILES["teste"] = replace(profiles.PROFILES["teste"], **overrides)
-if stop_at >= 0:
-    created = pipeline.Run.__post_init__
-    def post_init(run):
-        created(run)
-        def stop(state):
-            if state.global_step == stop_at:
-                raise KeyboardInterrupt
-        run.on_train_step = stop
-    pipeline.Run.__post_init__ = post_init
-sys.exit(cli.main(sys.argv[3:]))
-"""
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -69,8 +49,7 @@ class Launcher:
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
-        self.worker = workdir / "worker.py"
-        self.worker.write_text(WORKER, encoding="utf-8")
+        self.worker = Path(__file__).with_name("torchrun_worker.py")
         self.env = {k: v for k, v in os.environ.items()
                     if k not in ("LLMDEF_PERFIL", "LLMDEF_SAIDA", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
         self.env.update(LLMDEF_MIRROR=str(MIRROR), TIKTOKEN_CACHE_DIR=str(workdir / "tiktoken"),
