@@ -147,7 +147,8 @@ def plan_batches(global_batch: int, world_size: int, train_items: int,
         share, rest = divmod(global_batch, divisor)
         if rest or share == 0:
             given = ("" if per_device is None and grad_accum_steps is None
-                     else f" com {'--acumular ' + str(accum) if per_device is None else '--lote-por-processo ' + str(per_device)}")
+                     else f" com --acumular {accum}" if per_device is None
+                     else f" com --lote-por-processo {per_device}")
             raise DistributedSetupError(
                 f"O lote global do perfil ({global_batch}) não se divide igualmente entre {world_size} "
                 f"processo(s){given}. Escolha --lote-por-processo N e --acumular K: o lote global passa "
@@ -302,7 +303,8 @@ class Distributed:
         position ``i`` of each epoch's shuffle to process ``i % world_size``, so global
         batch ``k`` holds positions ``k*G .. k*G+G-1`` for any number of processes.
         Validation: the same dealing, in order, without repeating samples to even out.
-        The collate functions (padded or packed) are the loaders' own.
+        The collate functions (padded or packed) are the loaders' own; each process's
+        batch is the plan's ``per_device`` (``grad_accum_steps`` of them make a step).
         """
         from torch.utils.data import DataLoader, Subset
         from torch.utils.data.distributed import DistributedSampler
@@ -403,28 +405,35 @@ class Distributed:
             model.train()
 
     def _loader_loss(self, loader, model, device, num_batches: int, precision: str) -> float:
-        """Mean over the first ``num_batches`` global batches of (their loss sum / their target count)."""
+        """Mean over the first ``num_batches`` global batches of (their loss sum / their target count).
+
+        A global batch is ``grad_accum_steps`` consecutive batches of every process: the
+        batch one process would evaluate, however the step is split.
+        """
         import torch
         import torch.distributed as dist
 
         from .device import autocast
         from .trainer import loss_sum_and_count
 
-        counts = self._tensor([len(loader)], torch.int64)
-        dist.all_reduce(counts, op=dist.ReduceOp.MAX)
-        batches = min(num_batches, int(counts.item()))
+        group = self.plan.grad_accum_steps if self.plan else 1
+        longest = self._tensor([len(loader)], torch.int64)
+        dist.all_reduce(longest, op=dist.ReduceOp.MAX)
+        per_process = int(longest.item())
+        available = per_process // group if loader.drop_last else -(-per_process // group)
+        batches = min(num_batches, available)
         if batches == 0:
             return float("nan")
         totals = torch.zeros(batches, 2, dtype=torch.float64)
         iterator = iter(loader)
         with torch.no_grad(), autocast(device, precision):
-            for k in range(batches):
+            for index in range(batches * group):
                 # A process with fewer samples still runs (an empty batch): FSDP's gathers need everyone.
                 batch = next(iterator, None)
                 if batch is None:
                     batch = _empty_batch(device)
                 loss, count = loss_sum_and_count(batch, model, device)
-                totals[k, 0], totals[k, 1] = float(loss), count
+                totals[index // group] += torch.tensor([float(loss), count], dtype=torch.float64)
         totals = self._tensor(totals.tolist())
         dist.all_reduce(totals)
         sums, counts = totals[:, 0], totals[:, 1]

@@ -5,10 +5,11 @@ CPU (gloo), through ``torchrun_worker.py``, which first shrinks the profile (8 t
 samples: 2 steps per epoch, 2 epochs, evaluation after every step, fp32) and can interrupt
 training after a given step. The runs are compared with each other:
 
-* 1 process vs 2 (DDP, padded batches) and 2 (DDP, packed batches): the same global batches,
-  so the same losses and weights up to float rounding;
+* 1 process vs 2 (DDP, padded batches) and 2 (DDP, packed batches of 1 sample, 2 accumulated
+  per step): the same global batches, so the same losses and weights up to float rounding;
 * 2 processes interrupted mid-epoch and resumed by a new launch vs never interrupted (DDP;
-  and FSDP2 on two "machines": two torchrun launchers on this host, c10d rendezvous);
+  and FSDP2, with accumulation, on two "machines": two torchrun launchers on this host, c10d
+  rendezvous);
 * wrong launches end with one pt-BR line.
 
 Bounds: the largest differences measured here were 1.6e-6 (losses) and 2.6e-6 (weights);
@@ -25,8 +26,8 @@ import pytest
 import torch
 
 import shared_data
-from llmdefinitions.distributed import (DistributedSetupError, Launch, ParallelOptions, launch_from_env,
-                                        plan_batches)
+from llmdefinitions.distributed import (TORCHRUN_VARIABLES, DistributedSetupError, Launch, ParallelOptions,
+                                        launch_from_env, plan_batches)
 from llmdefinitions.profiles import load_profile
 from llmdefinitions.runs import sft_model_filename
 
@@ -50,11 +51,11 @@ class Launcher:
     def __init__(self, workdir: Path):
         self.workdir = workdir
         self.worker = Path(__file__).with_name("torchrun_worker.py")
-        self.env = {k: v for k, v in os.environ.items()
-                    if k not in ("LLMDEF_PERFIL", "LLMDEF_SAIDA", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
+        unset = ("LLMDEF_PERFIL", "LLMDEF_SAIDA", *TORCHRUN_VARIABLES)
+        self.env = {k: v for k, v in os.environ.items() if k not in unset}
+        python_path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         self.env.update(LLMDEF_MIRROR=str(MIRROR), TIKTOKEN_CACHE_DIR=str(workdir / "tiktoken"),
-                        MPLBACKEND="Agg", PYTHONIOENCODING="utf-8",
-                        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+                        MPLBACKEND="Agg", PYTHONIOENCODING="utf-8", PYTHONPATH=python_path)
 
     def torchrun_args(self, name: str, *cli_args, overrides=None, stop_at=-1) -> list:
         return [str(self.worker), json.dumps({**SMALL, **(overrides or {})}), str(stop_at), "treinar",
@@ -129,9 +130,12 @@ def ddp_padded(launcher):
     return result
 
 
+ACCUMULATED = ("--lote-por-processo", 1, "--acumular", 2)     # global batch 4 = 1 x 2 x 2
+
+
 @pytest.fixture(scope="module")
 def ddp_packed(launcher):
-    result = launcher.run("ddp-empacotado", 2, overrides={"batching": "packed"})
+    result = launcher.run("ddp-empacotado", 2, *ACCUMULATED, overrides={"batching": "packed"})
     ok(result)
     return result
 
@@ -147,8 +151,8 @@ def test_two_processes_padded_match_one(launcher, one_process, ddp_padded):
 
 
 @pytest.mark.slow
-def test_two_processes_packed_match_one(launcher, one_process, ddp_packed):
-    """Each process packs its share of the global batch: the same loss as the padded single process."""
+def test_two_processes_packed_and_accumulated_match_one(launcher, one_process, ddp_packed):
+    """Each process packs its share (1 sample, 2 accumulated): the same steps as the padded single process."""
     (losses_1, weights_1), (losses_2, weights_2) = launcher.result("um"), launcher.result("ddp-empacotado")
     assert max_loss_difference(losses_1, losses_2) < LOSS_BOUND
     assert max_weight_difference(weights_1, weights_2) < WEIGHT_BOUND
@@ -180,10 +184,11 @@ def test_resume_after_interruption_matches_uninterrupted(launcher, ddp_packed):
     name = "ddp-retomado"
     run_dir = launcher.workdir / name / "teste"
     packed = {"batching": "packed"}
-    stopped = launcher.run(name, 2, "--salvar-a-cada", 1, overrides=packed, stop_at=2)   # mid-epoch 2
+    stopped = launcher.run(name, 2, *ACCUMULATED, "--salvar-a-cada", 1, overrides=packed,
+                           stop_at=2)                                    # mid-epoch 2
     assert stopped.returncode != 0
     assert (run_dir / "treino-checkpoint.pt").is_file() and not (run_dir / MODEL_FILE).is_file()
-    resumed = launcher.run(name, 2, overrides=packed)
+    resumed = launcher.run(name, 2, *ACCUMULATED, overrides=packed)
     ok(resumed)
     assert "o treino continua de onde parou" in resumed.stdout
     (losses_a, weights_a), (losses_b, weights_b) = launcher.result("ddp-empacotado"), launcher.result(name)
@@ -195,9 +200,9 @@ def test_resume_after_interruption_matches_uninterrupted(launcher, ddp_packed):
 
 @pytest.mark.slow
 def test_fsdp_on_two_nodes_interrupted_and_resumed_matches_ddp(launcher, ddp_padded):
-    """Sharded checkpoint state gathered, written, read back and sharded again; two rendezvous."""
+    """Accumulation without gradient sync; sharded state gathered into a checkpoint, read back, sharded again."""
     name = "fsdp-dois-nos"
-    args = ("--como-no-livro", "--fsdp", "--salvar-a-cada", 1)
+    args = ("--como-no-livro", "--fsdp", "--salvar-a-cada", 1, *ACCUMULATED)
     stopped = launcher.run_two_nodes(name, *args, stop_at=2)
     assert all(result.returncode != 0 for result in stopped)
     assert (launcher.workdir / name / "teste" / "treino-checkpoint.pt").is_file()
