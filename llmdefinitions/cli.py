@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ._argparse_pt import argparse_in_portuguese
+from .distributed import DistributedSetupError, ParallelOptions, launch_from_env
 from .pipeline import (DEFAULT_CHECKPOINT_EVERY, PROG, STEP_NAMES, PipelineError, Run, RunOptions,
                        describe, run_steps)
 from .judge.defaults import DEFAULT_DEADLINE
@@ -61,14 +62,19 @@ def _profile_name(value: str) -> str:
     return name
 
 
-def _non_negative_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"esperava um número inteiro >= 0, recebi {value!r}")
-    return number
+def _int_at_least(minimum: int):
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = minimum - 1
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"esperava um número inteiro >= {minimum}, recebi {value!r}")
+        return number
+    return parse
+
+
+_non_negative_int, _positive_int = _int_at_least(0), _int_at_least(1)
 
 
 def _positive_seconds(value: str) -> float:
@@ -120,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                f"  {PROG} avaliar --url http://localhost:8080/v1/chat/completions --modelo llama3\n"
                f"  {PROG} tudo --perfil teste --juiz-simulado   # CI, sem rede nem juiz\n"
                f"  {PROG} preferencia --perfil rapido   # DPO, depois de treinar (opcional)\n"
+               "  torchrun --nproc_per_node=2 -m llmdefinitions treinar --perfil completo   # 2 GPUs\n"
                "Interrompeu? Rode o mesmo comando de novo: ele continua de onde parou.\n"
                + MIRROR_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,6 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="grava o checkpoint de retomada a cada PASSOS passos, além do fim "
                                       f"de cada época (padrão: {DEFAULT_CHECKPOINT_EVERY}; 0 = só no fim "
                                       "da época)")
+        if name == "treinar":
+            group = command.add_argument_group(
+                "treino distribuído (só com torchrun: torchrun --nproc_per_node=N -m llmdefinitions treinar ...)")
+            group.add_argument("--fsdp", action="store_true",
+                               help="fatia modelo e otimizador entre os processos (FSDP2) em vez de copiá-los "
+                                    "(DDP, o padrão): para modelos que não cabem numa GPU")
+            group.add_argument("--lote-por-processo", type=_positive_int, metavar="N", dest="lote_por_processo",
+                               help="exemplos por processo em cada lote (padrão: o lote do perfil dividido "
+                                    "pelos processos, para manter o lote global)")
+            group.add_argument("--acumular", type=_positive_int, metavar="K",
+                               help="lotes acumulados por passo de otimização (lote global = N × processos × K)")
         if name in ("avaliar", "tudo"):
             command.add_argument("--url", metavar="URL", default=None,
                                  help=f"endereço do juiz: Ollama ({DEFAULT_JUDGE_URL}, o padrão) ou um "
@@ -173,7 +191,10 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
                       judge_url=getattr(args, "url", None), judge_model=getattr(args, "modelo", None),
                       judge_simulated=getattr(args, "juiz_simulado", False),
                       judge_deadline=getattr(args, "timeout", None),
-                      responses_file=Path(args.respostas) if getattr(args, "respostas", None) else None)
+                      responses_file=Path(args.respostas) if getattr(args, "respostas", None) else None,
+                      parallel=ParallelOptions(fsdp=getattr(args, "fsdp", False),
+                                               per_device_batch=getattr(args, "lote_por_processo", None),
+                                               grad_accum_steps=getattr(args, "acumular", None)))
 
 
 def run_command(args: argparse.Namespace, log=print) -> int:
@@ -181,6 +202,18 @@ def run_command(args: argparse.Namespace, log=print) -> int:
     if args.comando == DATAGEN_COMMAND:
         return run_datagen(args, log)
     options = options_from_args(args)
+    try:
+        launch = launch_from_env()
+    except DistributedSetupError as exc:
+        raise UsageError(str(exc)) from None
+    if launch is not None and args.comando != "treinar":
+        raise UsageError(f"Com torchrun, só o subcomando treinar é distribuído; rode '{args.comando}' "
+                         f"sem torchrun ({PROG} {args.comando} ...).")
+    if launch is None and options.parallel.requested:
+        raise UsageError("--fsdp, --lote-por-processo e --acumular só valem num treino distribuído: lance com "
+                         "torchrun (ex.: torchrun --nproc_per_node=2 -m llmdefinitions treinar ...).")
+    if launch is not None and not launch.is_main:
+        log = lambda *parts, **kwargs: None  # noqa: E731  (only rank 0 speaks)
     run = Run(options, log=lambda text: log(text, flush=True))
     names = list(STEP_NAMES) if args.comando == "tudo" else [args.comando]
     if options.device is not None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from .distributed import ParallelOptions
 from .profiles import Profile
 from .runs import RunPaths, run_paths
 
@@ -74,12 +75,15 @@ def prepare_data(profile: Profile, paths: RunPaths) -> PreparedData:
     return PreparedData(train, val, test, get_gpt2_tokenizer())
 
 
-def make_loaders(profile: Profile, prepared: PreparedData, device, num_workers: int = 0):
+def make_loaders(profile: Profile, prepared: PreparedData, device, num_workers: int = 0,
+                 parallel=None):
     """Train / validation / test loaders: the book's, with the profile's training batches.
 
     The training loader follows ``profile.batching`` (``"random"`` is the book's shuffled
     padded batches; ``"packed"`` packs those same batches); validation and test are
-    padded in order, as in the book.
+    padded in order, as in the book. With ``parallel`` (a
+    :class:`~llmdefinitions.distributed.Distributed`), training and validation loaders
+    give this process's share of the same global batches.
     """
     from functools import partial
 
@@ -99,6 +103,8 @@ def make_loaders(profile: Profile, prepared: PreparedData, device, num_workers: 
         DataLoader(InstructionDataset(items, prepared.tokenizer), batch_size=profile.batch_size,
                    collate_fn=collate, shuffle=False, drop_last=False, num_workers=num_workers)
         for items in (prepared.val, prepared.test))
+    if parallel is not None:
+        train_loader, val_loader = parallel.shard_loaders(train_loader, val_loader, seed=profile.seed)
     return train_loader, val_loader, test_loader
 
 
@@ -122,12 +128,14 @@ def load_pretrained(profile: Profile, paths: RunPaths, device):
 
 def finetune(profile: Profile, paths: RunPaths, model, prepared: PreparedData, loaders, device,
              resume: bool = True, progress: bool = True, checkpoint_every: int = 0,
-             log: Log = print, on_step=None):
+             log: Log = print, on_step=None, parallel=None):
     """Finetune as the profile says (the book's numbers; its fast path unless ``book_way``).
 
     A checkpoint is written after each epoch (and every ``checkpoint_every`` steps if
     > 0); with ``resume=True`` an interrupted run continues from it. Saves the losses
-    (``perdas.json``) and the model; returns the training history.
+    (``perdas.json``) and the model; returns the training history. With ``parallel``
+    (under torchrun, see :mod:`llmdefinitions.distributed`) every process calls it with
+    its loaders from :func:`make_loaders`; only rank 0 writes files.
     """
     import torch
 
@@ -139,6 +147,8 @@ def finetune(profile: Profile, paths: RunPaths, model, prepared: PreparedData, l
     train_loader, val_loader, _ = loaders
     torch.manual_seed(profile.seed)
     compile_model(model, enabled=profile.compile)
+    if parallel is not None:
+        model = parallel.prepare(model, profile.precision)   # DDP or FSDP: before the optimizer
     optimizer = make_optimizer(model, lr=profile.learning_rate, weight_decay=profile.weight_decay,
                                fused=profile.fused_optimizer)
     history = train_model(
@@ -146,13 +156,18 @@ def finetune(profile: Profile, paths: RunPaths, model, prepared: PreparedData, l
         num_epochs=profile.num_epochs, eval_freq=profile.eval_freq, eval_iter=profile.eval_iter,
         start_context=format_input(prepared.val[0]), tokenizer=prepared.tokenizer,
         precision=profile.precision, max_steps=profile.max_steps,
+        grad_accum_steps=parallel.plan.grad_accum_steps if parallel else 1,
         checkpoint_path=paths.train_checkpoint, checkpoint_every=checkpoint_every,
-        resume=resume, progress=progress, log=log, on_step=on_step)
-    write_json_atomic(paths.losses_json, {"train_losses": history.train_losses,
-                                          "val_losses": history.val_losses,
-                                          "tokens_seen": history.track_tokens_seen,
-                                          "num_epochs": profile.num_epochs})
-    save_model(model, paths.sft_model(profile.model_name))
+        resume=resume, progress=progress, log=log, on_step=on_step, parallel=parallel)
+    if parallel is None or parallel.is_main:
+        write_json_atomic(paths.losses_json, {"train_losses": history.train_losses,
+                                              "val_losses": history.val_losses,
+                                              "tokens_seen": history.track_tokens_seen,
+                                              "num_epochs": profile.num_epochs})
+    if parallel is None:
+        save_model(model, paths.sft_model(profile.model_name))
+    else:
+        parallel.save_model(model, paths.sft_model(profile.model_name))
     return history
 
 
@@ -408,6 +423,7 @@ class RunOptions:
     judge_deadline: Optional[float] = None  # seconds per judge request (default: the judge's)
     responses_file: Optional[Path] = None   # avaliar: any responses file instead of the run's
     progress: bool = True
+    parallel: ParallelOptions = ParallelOptions()   # under torchrun: DDP/FSDP, batch split
 
     @property
     def judge_requested(self) -> bool:
@@ -524,23 +540,47 @@ def _prepare(run: Run) -> None:
 # treinar -------------------------------------------------------------------------
 
 def _train(run: Run) -> None:
+    """Finetune; under torchrun every process runs this, in one process group (see distributed)."""
+    from .distributed import DistributedSetupError, session
+
+    try:
+        with session(run.options.device, run.options.parallel) as parallel:
+            _train_in(run, parallel)
+    except DistributedSetupError as exc:
+        raise PipelineError(str(exc)) from None
+
+
+def _train_in(run: Run, parallel) -> None:
     from .config import get_config
     from .model import GPTModel
     from .stats import format_decimal
 
     profile, paths, options = run.profile, run.paths, run.options
+    main = parallel is None or parallel.is_main
+    device = run.device if parallel is None else parallel.device
+    first_per_machine = parallel.first_per_machine if parallel else contextlib.nullcontext
     trained = [run.model_file, paths.losses_json]
-    if (not options.redo and all(p.is_file() for p in trained) and paths.data_file.is_file()
-            and _mtime(paths.data_file) <= min(_mtime(p) for p in trained)):
+    done = (not options.redo and all(p.is_file() for p in trained) and paths.data_file.is_file()
+            and _mtime(paths.data_file) <= min(_mtime(p) for p in trained))
+    if parallel is not None:
+        parallel.check_same(done, f"modelo treinado ('{run.model_file}')")
+    if done:
         run.log(f"Modelo já treinado em '{run.model_file}': só redesenhando '{paths.losses_png.name}'.")
-        save_loss_plot(profile, paths)
+        if main:
+            save_loss_plot(profile, paths)
         return
-    prepared = run.prepared()
-    _warn_overlength(run, prepared)
-    save_run_config(profile, paths, run.device)
-    if options.redo:
-        paths.train_checkpoint.unlink(missing_ok=True)
+    with first_per_machine():                  # files made once, not by every process at once
+        prepared = run.prepared()
+    if main:
+        _warn_overlength(run, prepared)
+        save_run_config(profile, paths, device)
+        if options.redo:
+            paths.train_checkpoint.unlink(missing_ok=True)
+    if parallel is not None:
+        parallel.barrier()                     # the checkpoint is gone for everyone, or there for everyone
     resume = paths.train_checkpoint.is_file()
+    if parallel is not None:
+        parallel.check_same(resume, f"checkpoint '{paths.train_checkpoint}'")
     way = "como no livro" if profile.way == "livro" else "caminho otimizado"
     run.log(f"Modelo {profile.model_name}: {len(prepared.train)} exemplos de treino, "
             f"{profile.num_epochs} época(s)"
@@ -550,14 +590,19 @@ def _train(run: Run) -> None:
         # The checkpoint holds the weights: no need to read the pretrained checkpoint again.
         run.log(f"Checkpoint de um treino interrompido encontrado ('{paths.train_checkpoint.name}'): "
                 "o treino continua de onde parou.")
-        model = GPTModel(get_config(profile.model_name)).to(run.device)
+        model = GPTModel(get_config(profile.model_name)).to(device)
     else:
-        model = load_pretrained(profile, paths, run.device)
-    loaders = make_loaders(profile, prepared, run.device)
+        with first_per_machine():
+            model = load_pretrained(profile, paths, device)
+    loaders = make_loaders(profile, prepared, device, parallel=parallel)
+    if parallel is not None:
+        run.log(parallel.describe())
     start = time.perf_counter()
-    finetune(profile, paths, model, prepared, loaders, run.device, resume=resume,
-             progress=options.progress, checkpoint_every=options.checkpoint_every, log=run.log,
-             on_step=run.on_train_step)
+    finetune(profile, paths, model, prepared, loaders, device, resume=resume,
+             progress=options.progress and main, checkpoint_every=options.checkpoint_every, log=run.log,
+             on_step=run.on_train_step, parallel=parallel)
+    if not main:
+        return
     run.log(f"Treino concluído em {_elapsed(time.perf_counter() - start)}.")
     save_loss_plot(profile, paths)
     losses = load_losses(paths)
@@ -985,16 +1030,18 @@ def ensure_writable(folder: Path) -> None:
 def run_steps(run: Run, names: Sequence[str]) -> None:
     """Run the steps called ``names`` in order, skipping those already done (unless ``redo``).
 
-    The run folder is locked for the whole run: a second run on the same folder stops at once
-    with a pt-BR message instead of doing the work twice.
+    The run folder is locked for the whole run (by process 0 under torchrun): a second run on
+    the same folder stops at once with a pt-BR message instead of doing the work twice.
     """
+    from .distributed import is_main_process
     from .io import FolderLockedError, folder_lock
 
     steps = [STEPS[name] for name in names]
     ensure_writable(run.paths.run_dir)
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(folder_lock(run.paths.run_dir))
+            if is_main_process():              # under torchrun, the run is one: process 0 holds the lock
+                stack.enter_context(folder_lock(run.paths.run_dir))
         except FolderLockedError as exc:
             raise PipelineError(str(exc)) from None
         if len(steps) == 1 and not run.options.redo and not steps[0].status(run)[0]:
