@@ -15,8 +15,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import slides  # noqa: E402
+from notebooks import notebook_paths  # noqa: E402
 
-NOTEBOOKS = sorted(slides.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = notebook_paths()          # lessons, appendices and solutions
 
 
 @pytest.fixture(scope="module")

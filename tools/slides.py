@@ -335,7 +335,9 @@ def report(decks: Sequence[Deck], verbose: bool = False) -> str:
 
 
 def _notebooks(paths: Sequence[str]) -> List[Path]:
-    found = [Path(p) for p in paths] if paths else sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    from notebooks import notebook_paths   # tools/notebooks.py: the one list of the course's notebooks
+
+    found = [Path(p) for p in paths] if paths else notebook_paths()
     missing = [str(p) for p in found if not p.is_file()]
     if missing:
         raise SystemExit(f"Notebook não encontrado: {', '.join(missing)}")
