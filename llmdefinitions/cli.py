@@ -20,10 +20,9 @@ from ._argparse_pt import argparse_in_portuguese
 from .distributed import DistributedSetupError, ParallelOptions, launch_from_env
 from .pipeline import (DEFAULT_CHECKPOINT_EVERY, PROG, STEP_NAMES, PipelineError, Run, RunOptions,
                        describe, run_steps)
-from .judge.defaults import DEFAULT_DEADLINE
-from .profiles import (DEFAULT_JUDGE_URL, OUTPUT_ENV, PROFILE_ENV, PROFILES, load_profile,
+
+from .profiles import (DEFAULT_JUDGE_DEADLINE, DEFAULT_JUDGE_URL, OUTPUT_ENV, PROFILE_ENV, PROFILES, load_profile,
                        output_root)
-from .runs import run_paths
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 MIRROR_HELP = ("Sem internet: LLMDEF_MIRROR=PASTA aponta para um espelho offline dos arquivos "
@@ -167,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="usa o DUBLÊ DE TESTE embutido no lugar de um juiz de verdade "
                                       "(notas por sobreposição de palavras; só para testes/CI, sem rede)")
             command.add_argument("--timeout", type=_positive_seconds, metavar="SEGUNDOS", default=None,
-                                 help=f"tempo máximo de cada pedido ao juiz (padrão: {DEFAULT_DEADLINE:.0f} s); "
+                                 help=f"tempo máximo de cada pedido ao juiz (padrão: {DEFAULT_JUDGE_DEADLINE:.0f} s); "
                                       "um juiz que não responde a 3 itens seguidos encerra a avaliação")
         if name == "avaliar":
             command.add_argument("--respostas", metavar="ARQUIVO", default=None,
@@ -240,15 +239,8 @@ DATAGEN_HELP = ("gera amostras sintéticas (Self-Instruct ou Magpie) com um LLM 
 REDO_HELPS[DATAGEN_COMMAND] = "apaga o cache de respostas e pede tudo de novo ao modelo"
 
 
-def _positive_int(value: str) -> int:
-    number = _non_negative_int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"esperava um número inteiro >= 1, recebi {value!r}")
-    return number
-
-
 def _add_datagen_parser(sub) -> None:
-    from .datagen import METHODS, RESPONSE_MODES, TEMPLATES
+    from .pipeline.synthetic import METHODS, RESPONSE_MODES, TEMPLATES
 
     command = sub.add_parser(
         DATAGEN_COMMAND, help=DATAGEN_HELP, description=DATAGEN_HELP[0].upper() + DATAGEN_HELP[1:] + ".",
@@ -284,23 +276,17 @@ def _add_datagen_parser(sub) -> None:
 
 def run_datagen(args: argparse.Namespace, log=print) -> int:
     """``gerar-dados``: generate, filter, write the files, print the accounts; 1 if requests failed."""
-    from .data import download_and_load_file, load_instruction_file
-    from .datagen import generate_dataset
+    from .pipeline.synthetic import generate_synthetic_data
 
     try:
         profile = load_profile(args.perfil)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    paths = run_paths(profile, Path(args.saida) if args.saida else None)
-    seeds = (load_instruction_file(args.tarefas_semente) if args.tarefas_semente
-             else download_and_load_file(paths.data_file))
-    url = args.url or profile.judge_url
-    model = args.modelo or profile.judge_model
-    log(f"llmdefinitions {DATAGEN_COMMAND} — {args.metodo}, {args.n} itens, modelo {model} em {url}", flush=True)
-    result = generate_dataset(args.metodo, args.n, model=model, url=url, seed_tasks=seeds,
-                              template=args.template, response_mode=args.resposta, system=args.sistema,
-                              seed=args.semente,
-                              output_dir=paths.run_dir, redo=args.refazer)
+    result = generate_synthetic_data(
+        profile, args.metodo, args.n, output=Path(args.saida) if args.saida else None, url=args.url,
+        model=args.modelo, template=args.template, response_mode=args.resposta, system=args.sistema,
+        seed_tasks_file=args.tarefas_semente, seed=args.semente, redo=args.refazer,
+        log=lambda text: log(text, flush=True))
     log(str(result.report), flush=True)
     for entry in result.kept[:3]:
         log(f"  mantido: {entry['instruction'][:100]!r}", flush=True)

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional, Union
 
+# The judge's defaults are written once, in judge.defaults; the command line takes them from here.
+from .judge.defaults import DEFAULT_DEADLINE as DEFAULT_JUDGE_DEADLINE  # noqa: F401
 from .judge.defaults import DEFAULT_MODEL as DEFAULT_JUDGE_MODEL
 from .judge.defaults import DEFAULT_URL as DEFAULT_JUDGE_URL
 

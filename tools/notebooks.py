@@ -34,6 +34,7 @@ ASSETS = ROOT / "assets"
 PAIRING = "ipynb,src//md:myst"
 CHECKED = "nbval-check-output"
 ATTACHMENT = re.compile(r"\(attachment:([\w.-]+)\)")
+FIGURE = re.compile(r"!\[(.*?)\]\(attachment:([\w.-]+)\)", re.S)
 
 
 def notebook_paths(prefixes: Iterable[str] = ()) -> List[Path]:
@@ -99,7 +100,20 @@ def figure_problems(notebook: Path) -> List[str]:
                 problems.append(f"célula {index}: assets/{name} não existe")
             elif stored is None or _decoded(stored) != asset.read_bytes():
                 problems.append(f"célula {index}: a figura {name} não está embutida ou está desatualizada")
+        for alt, name in FIGURE.findall(cell.source if cell.cell_type == "markdown" else ""):
+            wanted = _alt_texts().get(name.rsplit(".", 1)[0])
+            if wanted is not None and alt != wanted:
+                problems.append(f"célula {index}: o texto alternativo de {name} difere do de assets/figuras.json")
     return problems
+
+
+def _alt_texts() -> dict:
+    """Alt text of every figure, as ``tools/make_figures.py`` wrote it (one wording everywhere)."""
+    import json
+
+    listing = ASSETS / "figuras.json"
+    figures = json.loads(listing.read_text(encoding="utf-8")) if listing.is_file() else {}
+    return {name: info["alt"] for name, info in figures.items()}
 
 
 def _decoded(bundle: dict) -> bytes:
