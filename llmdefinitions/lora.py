@@ -8,7 +8,7 @@ Only ``A`` and ``B`` are trained: for GPT-2 medium with rank 16 on every linear 
 that is about 2% of the parameters. ``B`` starts at zero, so the adapted model is
 exactly the pretrained one at step 0.
 
-The classes keep the lecture's API (``LoRALayer(in_dim, out_dim, rank, alpha)`` with
+The classes keep the book's API (appendix E) (``LoRALayer(in_dim, out_dim, rank, alpha)`` with
 attributes ``A``, ``B``, ``alpha``; ``LinearWithLoRA(linear, rank, alpha)`` with
 ``.linear`` and ``.lora``). Around them this module offers: choosing which layers get
 LoRA, freezing the rest, counting parameters, switching the adapters off for a while
@@ -59,18 +59,19 @@ class LoRALayer(nn.Module):
     * ``"rank"`` (default, as in the LoRA paper and Hugging Face PEFT): ``alpha / rank``.
       At the start of training the update grows with ``rank`` (``x A B`` sums ``rank``
       terms, and Adam moves every entry of ``B`` by about the learning rate); dividing
-      by ``rank`` cancels that, so the learning rate need not be retuned when ``rank``
-      changes.
-    * ``"alpha"`` (the lecture's code): plain ``alpha``, so the update size grows with
-      ``rank``. The lecture's ``alpha=16, rank=16`` equals ``"rank"`` scaling with
+      by ``rank`` roughly cancels that — only roughly, and only for the first Adam steps:
+      at large ranks ``alpha / rank`` shrinks the update and learning slows, which is why
+      rsLoRA (Kalajdzievski 2023) scales by ``alpha / sqrt(rank)``.
+    * ``"alpha"`` (the book's code): plain ``alpha``, so the update size grows with
+      ``rank``. The book's ``alpha=16, rank=16`` equals ``"rank"`` scaling with
       ``alpha=256``: an update 16x larger than ``alpha=16`` with ``"rank"`` scaling,
-      so the lecture's code needs a smaller learning rate.
+      so the book's code needs a smaller learning rate.
 
     Initialization: ``B`` is zero (the layer adds nothing at step 0). ``A`` is drawn as
     PEFT draws ``lora_A.weight`` of shape ``(rank, in_dim)`` with
     ``kaiming_uniform_(a=sqrt(5))``, i.e. ``U(-1/sqrt(in_dim), 1/sqrt(in_dim))``; our
     ``A`` is the transpose, ``(in_dim, rank)``, so we initialize ``A.T`` (applying
-    kaiming to ``A`` itself would take ``rank`` as the fan-in). The lecture used
+    kaiming to ``A`` itself would take ``rank`` as the fan-in). The book's first version used
     ``randn / sqrt(rank)``, a much larger start for GPT-2's widths.
 
     ``dropout`` acts on the input of the LoRA branch only, and only in training mode.

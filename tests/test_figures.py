@@ -86,7 +86,7 @@ def test_catalog_for_the_notebooks():
     assert list(data) == NAMES and all(data[n]["arquivo"] == f"{n}.svg" for n in NAMES)
 
 
-def test_lora_figure_uses_the_rank_of_notebook_08():
+def test_lora_figure_uses_the_rank_of_notebook_09():
     notebook = (ROOT / "notebooks" / "src" / "09_lora.md").read_text(encoding="utf-8")
     assert "rank=16, alpha=16" in notebook
     d, r = 1024, 16
