@@ -18,6 +18,7 @@ import html
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from .prompts import get_prompt_style
+from .tokenizer import END_OF_TEXT_ID
 
 PIECE_SYMBOLS = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5"}   # ␣ ↵ ⇥
 _BOX = "font-family: monospace; white-space: pre-wrap; padding: 6px; border-radius: 4px;"
@@ -127,7 +128,7 @@ def instruction_prompt(instruction: str, input_text: str = "", style: str = "alp
 
 def run_generation(model, tokenizer, prompt: str, temperature: float = 0.0,
                    top_k: Optional[int] = None, max_new_tokens: int = 50, device=None,
-                   eos_id: Optional[int] = 50256, seed: Optional[int] = None) -> str:
+                   eos_id: Optional[int] = END_OF_TEXT_ID, seed: Optional[int] = None) -> str:
     """The text the model writes after ``prompt`` (the prompt itself not included).
 
     ``temperature=0`` is greedy; ``top_k`` of ``None`` or 0 keeps every token; stops

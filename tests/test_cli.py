@@ -350,3 +350,15 @@ def test_a_second_run_on_the_same_folder_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == cli.EXIT_ERROR and str(os.getpid()) in err and "teste" in err
     assert not (tmp_path / "instruction-data.json").exists()    # nothing was done twice
+
+
+@pytest.mark.slow
+def test_the_main_command_runs_where_tensorflow_cannot_be_imported(cli_runner, tmp_path):
+    """TensorFlow is only for reading OpenAI's original checkpoint: the whole chain runs without it."""
+    code = ("import sys; sys.modules['tensorflow'] = None\n"       # `import tensorflow` now fails
+            "from llmdefinitions.cli import main; sys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", code, "tudo", "--perfil", "teste", "--saida", str(tmp_path),
+                             "--juiz-simulado"], cwd=cli_runner.workdir, env=_env(cli_runner.tiktoken_cache),
+                            capture_output=True, text=True, encoding="utf-8", timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "teste" / "avaliacao.json").is_file()
