@@ -54,6 +54,17 @@ DATASET_WITH_RESPONSE_URL = (
     "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch"
     "/main/ch07/01_main-chapter-code/instruction-data-with-response.json"
 )
+# The book's judge evaluation (notebooks 07 and 08): 100 items answered by two models, and the
+# 0-100 scores GPT-4 and Llama 3 8B gave them.
+BOOK_EVALUATION_URL = ("https://raw.githubusercontent.com/rasbt/LLMs-from-scratch"
+                       "/main/ch07/03_model-evaluation/")
+JUDGE_REFERENCE_FILES = {
+    "eval-example-data.json": "90e9ceb4f1184f6b307fd76d0dd1e8b15bd3da200b1fc69ee897107394a775e0",
+    "scores/gpt4-model-1-response.json": "705f24bf17878d5e29c5cb2daeae00a64a1688756192478f91f41bf1eff85689",
+    "scores/gpt4-model-2-response.json": "2b10d2abdf1f71f4f8057c012be2bf6c777823adbadb597f4d1699e06129db5a",
+    "scores/llama3-8b-model-1-response.json": "a6005211110bf3d9e30dbdb17638a1918004bc490c85b0b3520798a31d7fa5a4",
+    "scores/llama3-8b-model-2-response.json": "18e501530c56085aca3e6c2d7da39edc03fd85fe205f17a65ab1a400c6d61125",
+}
 # The same 1,100 entries with a polite `chosen` and an impolite `rejected` answer (DPO, notebook 10).
 PREFERENCE_DATASET_URL = (
     "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch"
@@ -80,6 +91,7 @@ KNOWN_SHA256 = {
     DATASET_URL: "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944",
     DATASET_WITH_RESPONSE_URL: "aced320504c77c98d957316eb9f3460945256226c36b5e9752bf7d49585eb943",
     PREFERENCE_DATASET_URL: "305315abf14f65fa42c01a0877572f832606571c2a7d49f152ac1d758b16756e",
+    **{BOOK_EVALUATION_URL + name: sha256 for name, sha256 in JUDGE_REFERENCE_FILES.items()},
     TOKENIZER_URLS["encoder.json"]: "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
     TOKENIZER_URLS["vocab.bpe"]: "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
     # GPT-2 weights as safetensors: the Git LFS oid (= sha256) that Hugging Face shows under
@@ -302,9 +314,9 @@ def _copy_from_mirror(source: Path, destination: Path, sha256: Optional[str],
         )
     with open(real, "rb") as src:
         atomic_write(destination, lambda f: shutil.copyfileobj(src, f, 1 << 20), mode="wb")
-    if verbose:
-        status = ("verificado (sha256)" if sha256 else
-                  "verificado só pelo tamanho" if expected_size else
+    if verbose and not sha256:
+        # A verified copy is the normal case and says nothing; one that could not be verified says so.
+        status = ("verificado só pelo tamanho" if expected_size else
                   "não verificado: nenhum sha256 conhecido para este arquivo")
         _say(f"espelho offline: {named} -> '{destination}' — {status}")
     return destination

@@ -23,9 +23,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BESIDE_REPO = REPO.parent / "shared" / "data"
 CACHE = Path.home() / ".cache" / "llmdefinitions" / "dados-de-teste"
-_BOOK = "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07"
-_JUDGE_FILES = ["eval-example-data.json"] + [
-    f"scores/{judge}-model-{n}-response.json" for judge in ("gpt4", "llama3-8b") for n in (1, 2)]
 _MARKER = "instruction-data.json"
 
 
@@ -35,14 +32,14 @@ class SharedDataMissing(RuntimeError):
 
 def _files() -> dict:
     """Path in the data folder -> public URL, for every file the tests can download."""
-    from llmdefinitions.downloads import (DATASET_URL, DATASET_WITH_RESPONSE_URL, PREFERENCE_DATASET_URL,
-                                          TOKENIZER_URLS)
+    from llmdefinitions.downloads import (BOOK_EVALUATION_URL, DATASET_URL, DATASET_WITH_RESPONSE_URL,
+                                          JUDGE_REFERENCE_FILES, PREFERENCE_DATASET_URL, TOKENIZER_URLS)
 
     files = {"instruction-data.json": DATASET_URL,
              "instruction-data-with-response.json": DATASET_WITH_RESPONSE_URL,
              "instruction-data-with-preference.json": PREFERENCE_DATASET_URL}
     files.update({f"gpt2-tokenizer/{name}": url for name, url in TOKENIZER_URLS.items()})
-    files.update({f"judge-reference/{Path(f).name}": f"{_BOOK}/03_model-evaluation/{f}" for f in _JUDGE_FILES})
+    files.update({f"judge-reference/{Path(f).name}": BOOK_EVALUATION_URL + f for f in JUDGE_REFERENCE_FILES})
     return files
 
 
