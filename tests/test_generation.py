@@ -7,17 +7,16 @@ import torch
 from llmdefinitions.generation import (extract_response, generate, generate_batch, generate_responses,
                                        load_model_weights, save_model, save_responses,
                                        text_to_token_ids, token_ids_to_text)
+from helpers import tiny_config, tiny_gpt
 from llmdefinitions.model import GPTModel
 from llmdefinitions.runs import sft_model_filename
 
-CFG = {"vocab_size": 50257, "context_length": 48, "emb_dim": 32, "n_heads": 2, "n_layers": 2,
-       "drop_rate": 0.0, "qkv_bias": True}
+CFG = tiny_config(context_length=48)
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return GPTModel(CFG).eval()
+    return tiny_gpt(CFG).eval()
 
 
 def book_generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None):

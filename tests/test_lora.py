@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from helpers import tiny_gpt
 from llmdefinitions.config import get_config
 from llmdefinitions.lora import (
     LinearWithLoRA,
@@ -33,8 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed: int = 0) -> GPTModel:
-    torch.manual_seed(seed)
-    return GPTModel(TINY).eval()
+    return tiny_gpt(TINY, seed).eval()
 
 
 def batch(seed: int = 1, b: int = 2, t: int = 12) -> torch.Tensor:

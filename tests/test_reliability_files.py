@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import tiny_config
 from llmdefinitions import downloads
 from llmdefinitions.downloads import DATASET_URL, TOKENIZER_URLS, DownloadError, MirrorError, download_file
 from llmdefinitions.io import FileWriteError, FolderLockedError, folder_lock, read_json, write_json_atomic
@@ -30,8 +31,7 @@ from llmdefinitions.weights import (CheckpointError, ensure_tiny_checkpoint, loa
                                     write_gpt2_safetensors)
 
 REPO = Path(__file__).resolve().parents[1]
-CFG = {"vocab_size": 300, "context_length": 32, "emb_dim": 16, "n_heads": 2, "n_layers": 3,
-       "drop_rate": 0.0, "qkv_bias": True}
+CFG = tiny_config(vocab_size=300, context_length=32, emb_dim=16, n_layers=3)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
