@@ -25,8 +25,9 @@ def prepare_preference_data(profile: Profile, paths: RunPaths) -> PreparedData:
 
     data = download_and_load_preference_file(paths.preference_data_file, PREFERENCE_DATASET_URL)
     train, test, val = split_data(data)
+    full_sizes = (len(train), len(val), len(test))
     train, val, test = profile.subset(train, val, test)
-    return PreparedData(train, val, test, get_gpt2_tokenizer())
+    return PreparedData(train, val, test, get_gpt2_tokenizer(), full_sizes)
 
 
 def make_preference_loaders(profile: Profile, prepared: PreparedData, device):

@@ -5,7 +5,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Tuple
 
 from ..profiles import Profile
 from ..runs import RunPaths
@@ -15,12 +15,13 @@ from .run import PROG, Log, PipelineError, Run, _elapsed, _mtime
 
 @dataclass
 class PreparedData:
-    """The three splits (the profile's share of each) and the tokenizer."""
+    """The three splits (the profile's share of each), the tokenizer, and the full splits' sizes."""
 
     train: list
     val: list
     test: list
     tokenizer: object
+    full_sizes: Tuple[int, int, int] = (0, 0, 0)   # train, validation, test before the profile's cut
 
 
 def prepare_data(profile: Profile, paths: RunPaths) -> PreparedData:
@@ -31,8 +32,9 @@ def prepare_data(profile: Profile, paths: RunPaths) -> PreparedData:
 
     data = download_and_load_file(paths.data_file, DATASET_URL)
     train, test, val = split_data(data)
+    full_sizes = (len(train), len(val), len(test))
     train, val, test = profile.subset(train, val, test)
-    return PreparedData(train, val, test, get_gpt2_tokenizer())
+    return PreparedData(train, val, test, get_gpt2_tokenizer(), full_sizes)
 
 
 def make_loaders(profile: Profile, prepared: PreparedData, device, num_workers: int = 0,
@@ -261,14 +263,12 @@ def generate_verifiable_responses(profile: Profile, paths: RunPaths, model, toke
 # preparar ------------------------------------------------------------------------
 
 def _prepare(run: Run) -> None:
-    from ..data import load_instruction_file, split_data
-
     paths, profile = run.paths, run.profile
     prepared = run.prepared()
-    full = split_data(load_instruction_file(paths.data_file))
-    run.log(f"{sum(map(len, full))} entradas válidas em '{paths.data_file}'. Divisão 85/10/5: treino "
-            f"{len(full.train)}, validação {len(full.val)}, teste {len(full.test)}; o perfil "
-            f"'{profile.name}' usa {len(prepared.train)}/{len(prepared.val)}/{len(prepared.test)}.")
+    train, val, test = prepared.full_sizes
+    run.log(f"{train + val + test} amostras válidas em '{paths.data_file}'. Divisão 85/10/5: treino "
+            f"{train}, validação {val}, teste {test}; o perfil '{profile.name}' usa "
+            f"{len(prepared.train)}/{len(prepared.val)}/{len(prepared.test)}.")
     report = save_data_report(profile, paths, prepared)
     run.log("\n" + report.to_table() + "\n")
     run.log(f"Relatório salvo em '{paths.quality_report}'; histograma de comprimentos em "
