@@ -58,6 +58,19 @@ def test_top_of_notebook_follows_the_convention(notebook):
         "falta a célula de instalação no Colab (com o PIP_SPEC de llmdefinitions/_project.py)"
 
 
+NOTE_LABEL = "> 🧑‍🏫 **Nota para o instrutor:**"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_instructor_notes_are_labelled_as_notes(notebook):
+    """Speaker notes also show in the notebook, on GitHub and in HTML: there they must read as notes."""
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    unlabelled = [index for index, cell in enumerate(nb["cells"])
+                  if cell["metadata"].get("slideshow", {}).get("slide_type") == "notes"
+                  and not "".join(cell["source"]).startswith(NOTE_LABEL)]
+    assert not unlabelled, f"células de notas sem o rótulo {NOTE_LABEL!r}: {unlabelled}"
+
+
 def test_a_notebook_edited_in_jupyter_updates_its_source_and_back(tmp_path):
     """The round trip an instructor makes: edit the .ipynb, sync; edit the .md, sync; outputs kept."""
     notebook = next(p for p in NOTEBOOKS if any(nbtool.CHECKED in c.metadata.get("tags", [])
