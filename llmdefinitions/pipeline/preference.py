@@ -7,7 +7,7 @@ from pathlib import Path
 from ..profiles import Profile
 from ..runs import RunPaths
 from .run import Log, Run, _elapsed, _mtime
-from .sft import PreparedData, _require_model, load_finetuned
+from .sft import PreparedData, _require_model, load_finetuned, split_for_profile
 
 # --------------------------------------------------------------------------- preferencia (DPO)
 # Optional, after `treinar`. Registered after STEP_NAMES on purpose: `tudo` runs STEP_NAMES
@@ -18,16 +18,11 @@ DPO_LORA_TARGETS = "all_linear"    # every nn.Linear, the head included (the boo
 
 def prepare_preference_data(profile: Profile, paths: RunPaths) -> PreparedData:
     """Download (or reuse) the book's preference pairs, split them 85/10/5, keep the profile's share."""
-    from ..data import split_data
     from ..downloads import PREFERENCE_DATASET_URL
     from ..dpo_data import download_and_load_preference_file
-    from ..tokenizer import get_gpt2_tokenizer
 
-    data = download_and_load_preference_file(paths.preference_data_file, PREFERENCE_DATASET_URL)
-    train, test, val = split_data(data)
-    full_sizes = (len(train), len(val), len(test))
-    train, val, test = profile.subset(train, val, test)
-    return PreparedData(train, val, test, get_gpt2_tokenizer(), full_sizes)
+    return split_for_profile(profile, download_and_load_preference_file(paths.preference_data_file,
+                                                                        PREFERENCE_DATASET_URL))
 
 
 def make_preference_loaders(profile: Profile, prepared: PreparedData, device):

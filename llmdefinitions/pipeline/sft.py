@@ -26,11 +26,17 @@ class PreparedData:
 
 def prepare_data(profile: Profile, paths: RunPaths) -> PreparedData:
     """Download (or reuse) the dataset, split it 85/10/5, keep the profile's share."""
-    from ..data import download_and_load_file, split_data
+    from ..data import download_and_load_file
     from ..downloads import DATASET_URL
+
+    return split_for_profile(profile, download_and_load_file(paths.data_file, DATASET_URL))
+
+
+def split_for_profile(profile: Profile, data: list) -> PreparedData:
+    """The book's 85/10/5 split, then the profile's share of each part (full sizes kept for the report)."""
+    from ..data import split_data
     from ..tokenizer import get_gpt2_tokenizer
 
-    data = download_and_load_file(paths.data_file, DATASET_URL)
     train, test, val = split_data(data)
     full_sizes = (len(train), len(val), len(test))
     train, val, test = profile.subset(train, val, test)
