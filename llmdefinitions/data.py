@@ -65,20 +65,18 @@ def load_instruction_file(file_path: PathLike) -> list:
 def download_and_load_file(file_path: PathLike, url: str = DATASET_URL) -> list:
     """As in the book: download ``url`` to ``file_path`` unless it exists, then load it.
 
-    Goes through the shared downloader (offline mirror, progress, verification). A
-    downloaded file that is not a valid dataset is not kept; an existing file is
-    never overwritten.
+    Goes through the shared downloader (offline mirror, progress, verification; it writes
+    atomically, so errors name ``file_path`` itself). A downloaded file that is not a
+    valid dataset is not kept; an existing file is never overwritten.
     """
     file_path = Path(file_path)
     if not file_path.exists():
-        tmp = file_path.with_name(file_path.name + ".download")
-        download_file(url, tmp)
+        download_file(url, file_path)
         try:
-            load_instruction_file(tmp)
+            return load_instruction_file(file_path)
         except Exception:
-            tmp.unlink(missing_ok=True)
+            file_path.unlink(missing_ok=True)
             raise
-        os.replace(tmp, file_path)
     return load_instruction_file(file_path)
 
 

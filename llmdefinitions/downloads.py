@@ -129,6 +129,21 @@ APPROX_SIZES = {
 }
 
 
+def _book_checkpoint_sizes() -> Dict[str, int]:
+    """OpenAI's TensorFlow checkpoints (the book's route), as the book's download bars print them
+    in ch05 (124M) and ch07 (355M) — tqdm, decimal units; the tokenizer copies are the files above."""
+    sizes = {"124M": {"checkpoint": 77, "hparams.json": 90, "model.ckpt.data-00000-of-00001": 498_000_000,
+                      "model.ckpt.index": 5_210, "model.ckpt.meta": 471_000},
+             "355M": {"checkpoint": 77, "hparams.json": 91, "model.ckpt.data-00000-of-00001": 1_420_000_000,
+                      "model.ckpt.index": 10_400, "model.ckpt.meta": 927_000}}
+    tokenizer = {name: KNOWN_SIZES[url] for name, url in TOKENIZER_URLS.items()}
+    return {f"{GPT2_BASE_URL}/models/{model}/{name}": size
+            for model, files in sizes.items() for name, size in {**files, **tokenizer}.items()}
+
+
+APPROX_SIZES.update(_book_checkpoint_sizes())
+
+
 class DownloadError(RuntimeError):
     """A file could not be fetched or verified (the message is in pt-BR).
 

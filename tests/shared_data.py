@@ -59,6 +59,7 @@ def _mirror_from_environment():
 def _download_into_cache() -> Path:
     from llmdefinitions.downloads import MIRROR_ENV, download_file
 
+    new_parent = not CACHE.parent.exists()
     CACHE.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".dados-de-teste-", dir=CACHE.parent))
     saved = os.environ.pop(MIRROR_ENV, None)           # a download, not a mirror lookup
@@ -75,6 +76,8 @@ def _download_into_cache() -> Path:
         ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if new_parent and not any(CACHE.parent.iterdir()):  # the folder made for this attempt, left empty
+            CACHE.parent.rmdir()
         if saved is not None:
             os.environ[MIRROR_ENV] = saved
     return CACHE

@@ -277,6 +277,23 @@ def test_help_and_argparse_errors_are_in_portuguese(capsys):
     assert "subcomandos" in capsys.readouterr().err
 
 
+def test_help_says_what_refazer_does_in_each_step_and_names_the_mirror(capsys):
+    texts = {}
+    for name in (None, *cli.HELPS):
+        assert cli.main([name, "--help"] if name else ["--help"]) == 0
+        texts[name] = " ".join(capsys.readouterr().out.split())       # argparse wraps lines
+        assert "LLMDEF_MIRROR" in texts[name], name
+    assert "refaz a etapa mesmo que seus arquivos já existam" in texts["preparar"]
+    assert "gera de novo todas as respostas" in texts["gerar"]
+    for name in ("preparar", "gerar", "avaliar"):                      # only training restarts from zero
+        assert "do zero" not in texts[name], name
+
+
+def test_the_stand_in_judge_is_named_in_the_progress_bar(pipeline_run):
+    output = pipeline_run["completed"].stderr
+    assert "Avaliando (dublê-de-teste)" in output and "Avaliando (llama3)" not in output
+
+
 def test_common_options_work_before_or_after_the_subcommand():
     with argparse_in_portuguese():
         parser = cli.build_parser()

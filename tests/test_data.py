@@ -148,6 +148,17 @@ def test_bad_files_give_a_pt_br_error_and_write_nothing(tmp_path, monkeypatch, c
     assert not target.exists() and list((tmp_path / "out").iterdir()) == []
 
 
+def test_a_failed_download_names_the_final_file(tmp_path, monkeypatch):
+    from llmdefinitions.downloads import DownloadError
+
+    monkeypatch.delenv("LLMDEF_MIRROR", raising=False)
+    target = tmp_path / "instruction-data.json"
+    with pytest.raises(DownloadError) as error:          # port 9: nothing listens, refused at once
+        download_and_load_file(target, "http://127.0.0.1:9/instruction-data.json")
+    assert f"'{target}'" in str(error.value) and ".download" not in str(error.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_existing_file_is_read_not_overwritten(tmp_path):
     path = tmp_path / "mine.json"
     entries = [{"instruction": "Traduza", "input": "pão", "output": "bread"}]

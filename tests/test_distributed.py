@@ -26,14 +26,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import shared_data
 from llmdefinitions.distributed import (TORCHRUN_VARIABLES, DistributedSetupError, Launch, ParallelOptions,
                                         launch_from_env, plan_batches)
 from llmdefinitions.profiles import load_profile
 from llmdefinitions.runs import sft_model_filename
 
 REPO = Path(__file__).resolve().parents[1]
-MIRROR = shared_data.locate()
 MODEL_FILE = sft_model_filename(load_profile("teste").model_name)
 LOSS_BOUND = 1e-4
 WEIGHT_BOUND = 1e-4
@@ -49,13 +47,13 @@ def free_port() -> int:
 class Launcher:
     """Runs the worker under torchrun with the offline mirror, one output folder per run."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, mirror: Path):
         self.workdir = workdir
         self.worker = Path(__file__).with_name("torchrun_worker.py")
         unset = ("LLMDEF_PERFIL", "LLMDEF_SAIDA", *TORCHRUN_VARIABLES)
         self.env = {k: v for k, v in os.environ.items() if k not in unset}
         python_path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        self.env.update(LLMDEF_MIRROR=str(MIRROR), TIKTOKEN_CACHE_DIR=str(workdir / "tiktoken"),
+        self.env.update(LLMDEF_MIRROR=str(mirror), TIKTOKEN_CACHE_DIR=str(workdir / "tiktoken"),
                         MPLBACKEND="Agg", PYTHONIOENCODING="utf-8", PYTHONPATH=python_path)
 
     def torchrun_args(self, name: str, *cli_args, overrides=None, stop_at=-1) -> list:
@@ -115,8 +113,8 @@ def ok(result) -> None:
 
 
 @pytest.fixture(scope="module")
-def launcher(tmp_path_factory) -> Launcher:
-    return Launcher(tmp_path_factory.mktemp("distribuido"))
+def launcher(tmp_path_factory, shared_data) -> Launcher:
+    return Launcher(tmp_path_factory.mktemp("distribuido"), shared_data)
 
 
 @pytest.fixture(scope="module")

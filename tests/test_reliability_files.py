@@ -26,8 +26,8 @@ from llmdefinitions import downloads
 from llmdefinitions.downloads import DATASET_URL, TOKENIZER_URLS, DownloadError, MirrorError, download_file
 from llmdefinitions.io import FileWriteError, FolderLockedError, folder_lock, read_json, write_json_atomic
 from llmdefinitions.model import GPTModel
-from llmdefinitions.weights import (CheckpointError, ensure_tiny_checkpoint, load_gpt2_params,
-                                    load_weights_into_gpt, params_from_gpt, settings_from_cfg,
+from llmdefinitions.weights import (CheckpointError, download_and_load_gpt2, ensure_tiny_checkpoint,
+                                    load_gpt2_params, load_weights_into_gpt, params_from_gpt, settings_from_cfg,
                                     write_gpt2_safetensors)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -281,16 +281,23 @@ def test_unreachable_server_error_names_the_destination_not_the_part_file(tmp_pa
     assert "http://127.0.0.1:9/dados.json (" in message            # the server and its error
 
 
-def test_missing_weights_offline_say_what_the_mirror_needs(tmp_path, monkeypatch):
+@pytest.fixture()
+def offline(tmp_path, monkeypatch):
+    """No network (every request fails at once) and an empty offline mirror; returns the mirror."""
     mirror = tmp_path / "espelho"
     mirror.mkdir()
     monkeypatch.setenv("LLMDEF_MIRROR", str(mirror))
 
-    def offline(request, *args, **kwargs):
+    def no_network(request, *args, **kwargs):
         raise urllib.error.URLError("sem conexão com a internet")
 
-    monkeypatch.setattr(downloads.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(downloads.urllib.request, "urlopen", no_network)
     monkeypatch.setattr(downloads.time, "sleep", lambda seconds: None)
+    return mirror
+
+
+def test_missing_weights_offline_say_what_the_mirror_needs(tmp_path, offline):
+    mirror = offline
     with pytest.raises(DownloadError) as info:
         load_gpt2_params("355M", tmp_path / "modelos")
     message = str(info.value)
@@ -299,6 +306,18 @@ def test_missing_weights_offline_say_what_the_mirror_needs(tmp_path, monkeypatch
     assert f"'{mirror}/hf/openai-community/gpt2-medium/model.safetensors' (cerca de 1,52 GB)" in message
     assert f"'{mirror}/hf/openai-community/gpt2-medium/config.json'" in message
     assert not any((tmp_path / "modelos").rglob("model.safetensors"))
+
+
+def test_missing_book_checkpoint_offline_names_every_server_and_each_file_with_its_size(tmp_path, offline):
+    with pytest.raises(DownloadError) as info:
+        download_and_load_gpt2("355M", tmp_path / "modelos")
+    message = str(info.value)
+    for server in (downloads.GPT2_BASE_URL + "/models/355M/checkpoint",
+                   downloads.GPT2_BACKUP_BASE_URL + "/355M/checkpoint"):
+        assert f"{server} (sem conexão com a internet)" in message
+    assert f"'{offline}/gpt2/355M/model.ckpt.data-00000-of-00001' (cerca de 1,42 GB)" in message
+    assert f"'{offline}/gpt2-tokenizer/encoder.json' (cerca de 1,04 MB)" in message
+    assert "tamanho não informado" not in message
 
 
 # --------------------------------------------------------------------------- the tiny model
