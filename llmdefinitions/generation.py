@@ -8,12 +8,19 @@
   from the batch;
 * :func:`generate_responses` answers a whole test set, sorted by prompt length, with a
   progress bar; :func:`save_responses` writes ``instruction-data-with-response.json``.
+
+Every Alpaca prompt starts with the same preamble ("Below is an instruction that
+describes a task. ..."), about half of a test prompt's tokens. :func:`generate_responses`
+computes its keys and values once (:func:`prefill_shared_prefix`) and copies them into
+every batch, so each prompt's prefill computes only its own tokens. Greedy fp32
+results stay those of the book's one-prompt-at-a-time loop (tested token for token).
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -21,6 +28,9 @@ from .io import write_json_atomic
 from .serialization import load_tensors, save_tensors
 from .prompts import get_prompt_style
 from .tokenizer import END_OF_TEXT_ID, encode_text
+
+if TYPE_CHECKING:
+    from .model import KVCache
 
 PathLike = Union[str, os.PathLike]
 
@@ -109,16 +119,50 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, context_size: int,
     return idx
 
 
+@dataclass
+class SharedPrefix:
+    """Tokens that every prompt of a batch starts with, and their keys and values (one row)."""
+
+    token_ids: List[int]
+    cache: KVCache           # filled with ``token_ids``
+
+
+def common_prefix(prompts: Sequence[Sequence[int]]) -> List[int]:
+    """Longest run of tokens all ``prompts`` start with, leaving each prompt at least one token of its own."""
+    if not prompts:
+        return []
+    shared = os.path.commonprefix([list(p) for p in prompts])   # works on any lists, not only strings
+    return shared[:max(0, min(len(p) for p in prompts) - 1)]
+
+
+@torch.no_grad()
+def prefill_shared_prefix(model, token_ids: Sequence[int]) -> SharedPrefix:
+    """Keys and values of ``token_ids`` computed once, to be copied into every batch that starts with them."""
+    was_training = model.training
+    model.eval()
+    try:
+        cache = model.new_kv_cache()
+        ids = torch.tensor([list(token_ids)], device=_model_device(model))
+        model.hidden_states(ids, kv_cache=cache)
+    finally:
+        model.train(was_training)
+    cache.segment_ids = torch.ones_like(ids)       # the prefix belongs to each prompt's own segment
+    return SharedPrefix(list(token_ids), cache)
+
+
 @torch.no_grad()
 def generate_batch(model, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                    context_size: Optional[int] = None, temperature: float = 0.0,
                    top_k: Optional[int] = None, eos_id: Optional[int] = None,
-                   pad_token_id: Optional[int] = None) -> List[List[int]]:
+                   pad_token_id: Optional[int] = None,
+                   prefix: Optional[SharedPrefix] = None) -> List[List[int]]:
     """New token ids for each prompt (end-of-text not included), all prompts in one batch.
 
     Greedy results equal :func:`generate` one prompt at a time (fp32). A prompt that
     would run past ``context_size`` goes through :func:`generate` alone, which slides
-    the window exactly as the book does.
+    the window exactly as the book does. ``prefix`` (from :func:`prefill_shared_prefix`)
+    holds the keys and values of tokens every prompt starts with: they are copied,
+    not computed again.
     """
     device = _model_device(model)
     context_size = min(context_size or model.context_length, model.context_length)
@@ -135,33 +179,47 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], max_new_tokens: int,
             results[i] = out[0, len(ids):].tolist()
         else:
             batched.append(i)
+    if prefix is not None:
+        shared = len(prefix.token_ids)
+        wrong = [i for i in batched if len(prompts[i]) <= shared or list(prompts[i][:shared]) != prefix.token_ids]
+        if wrong:
+            raise ValueError(f"generate_batch: os prompts {wrong[:10]} não começam pelo prefixo comum "
+                             f"({shared} tokens) ou não têm nenhum token além dele.")
     if batched and max_new_tokens > 0:
         was_training = model.training
         model.eval()
         try:
             for i, new in zip(batched, _generate_padded(model, [prompts[i] for i in batched],
                                                           max_new_tokens, temperature, top_k,
-                                                          eos_id, pad_token_id, device)):
+                                                          eos_id, pad_token_id, device, prefix)):
                 results[i] = new
         finally:
             model.train(was_training)
     return [r if r is not None else [] for r in results]
 
 
-def _generate_padded(model, prompts, max_new_tokens, temperature, top_k, eos_id, pad_token_id, device):
-    lengths = torch.tensor([len(p) for p in prompts], device=device)
+def _generate_padded(model, prompts, max_new_tokens, temperature, top_k, eos_id, pad_token_id, device,
+                     prefix: Optional[SharedPrefix] = None):
+    """Greedy/sampled decoding of left-padded prompts with one KV cache; rows leave as they finish.
+
+    With ``prefix`` the batch starts from copies of its cached keys and values, and
+    only the rest of each prompt is padded and computed.
+    """
+    shared = len(prefix.token_ids) if prefix is not None else 0
+    rests = [list(p)[shared:] for p in prompts]
+    lengths = torch.tensor([len(p) for p in rests], device=device)
     width = int(lengths.max())
     batch = len(prompts)
     idx = torch.full((batch, width), pad_token_id, dtype=torch.long, device=device)
-    for row, ids in enumerate(prompts):
-        idx[row, width - len(ids):] = torch.as_tensor(list(ids), device=device)
+    for row, ids in enumerate(rests):
+        idx[row, width - len(ids):] = torch.as_tensor(ids, device=device)
     pad = (width - lengths)[:, None]
     columns = torch.arange(width, device=device)[None]
-    positions = (columns - pad).clamp(min=0)
+    positions = shared + (columns - pad).clamp(min=0)
     segments = (columns >= pad).long()                 # 0 = padding, 1 = prompt and answer
-    cache = model.new_kv_cache()
+    cache = model.new_kv_cache() if prefix is None else prefix.cache.repeated(batch, room=width)
     logits = _last_logits(model, idx, position_ids=positions, segment_ids=segments, kv_cache=cache)
-    next_pos = lengths.clone()
+    next_pos = lengths + shared
     active = torch.arange(batch, device=device)        # original row of each batch row
     outputs: List[List[int]] = [[] for _ in range(batch)]
     for step in range(max_new_tokens):
@@ -199,7 +257,8 @@ def generate_responses(model, tokenizer, entries: Sequence[dict], max_new_tokens
                        context_size: Optional[int] = None, eos_id: int = END_OF_TEXT_ID,
                        temperature: float = 0.0, top_k: Optional[int] = None,
                        progress: bool = True, done: Optional[Mapping[int, str]] = None,
-                       on_batch: Optional[Callable[[Dict[int, str]], None]] = None) -> List[str]:
+                       on_batch: Optional[Callable[[Dict[int, str]], None]] = None,
+                       share_prefix: bool = True) -> List[str]:
     """The model's answer to every entry, generated in batches of similar prompt length.
 
     The prompt is the entry's prompt without the response header, as in the book; the
@@ -210,6 +269,9 @@ def generate_responses(model, tokenizer, entries: Sequence[dict], max_new_tokens
     newly generated batch (index -> answer), e.g. to save progress. Batches are formed
     the same way every time, so a resumed run gives the same answers as an
     uninterrupted one.
+
+    ``share_prefix``: the tokens all prompts start with (the prompt style's preamble) are
+    computed once and reused by every batch (:func:`prefill_shared_prefix`); same answers.
     """
     from tqdm.auto import tqdm
 
@@ -218,6 +280,8 @@ def generate_responses(model, tokenizer, entries: Sequence[dict], max_new_tokens
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: List[Optional[str]] = [None] * len(prompts)
     done = done or {}
+    shared = common_prefix(prompts) if share_prefix and hasattr(model, "new_kv_cache") else []
+    prefix = prefill_shared_prefix(model, shared) if shared else None
     with tqdm(total=len(prompts), desc="Gerando respostas", disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
@@ -227,7 +291,7 @@ def generate_responses(model, tokenizer, entries: Sequence[dict], max_new_tokens
                 bar.update(len(chunk))
                 continue
             new_ids = generate_batch(model, [prompts[i] for i in chunk], max_new_tokens,
-                                     context_size, temperature, top_k, eos_id)
+                                     context_size, temperature, top_k, eos_id, prefix=prefix)
             batch_answers = {i: extract_response(tokenizer.decode(ids), prompt_style)
                              for i, ids in zip(chunk, new_ids)}
             for i, answer in batch_answers.items():
