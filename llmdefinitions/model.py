@@ -65,6 +65,39 @@ class KVCache:
         if self.segment_ids is not None:
             self.segment_ids = self.segment_ids[rows]
 
+    def replace_rows(self, rows: List[int], other: "KVCache") -> None:
+        """Put ``other``'s rows (a new prompt each, prefilled) in place of ``rows`` (finished ones).
+
+        Used by continuous batching: a finished sequence's row takes the next waiting
+        prompt instead of the batch shrinking. The new keys and values go at the start
+        of the row and the rest of the row is zeroed with segment id 0, so attention never
+        sees it; the cache grows first if the new prompt is longer than what it holds.
+        """
+        if other.length > self.length:
+            self._grow(other.length)
+        index = torch.tensor(rows, device=self.segment_ids.device)
+        for layer in range(len(self.keys)):
+            for mine, theirs in ((self.keys, other.keys), (self.values, other.values)):
+                mine[layer][index, :, :self.length] = 0
+                mine[layer][index, :, :other.length] = theirs[layer][:, :, :other.length]
+        self.segment_ids[index] = 0
+        self.segment_ids[index, :other.length] = other.segment_ids
+
+    def _grow(self, length: int) -> None:
+        """Extend every row to ``length`` tokens with zeros of segment id 0 (never attended)."""
+        for layer in range(len(self.keys)):
+            k, v = self.keys[layer], self.values[layer]
+            if k.shape[2] < length:
+                bigger = k.new_empty(k.shape[0], k.shape[1], 2 * length, k.shape[3])
+                self.keys[layer], self.values[layer] = bigger, torch.empty_like(bigger)
+                self.keys[layer][:, :, :self.length] = k[:, :, :self.length]
+                self.values[layer][:, :, :self.length] = v[:, :, :self.length]
+            self.keys[layer][:, :, self.length:length] = 0
+            self.values[layer][:, :, self.length:length] = 0
+        pad = self.segment_ids.new_zeros(self.segment_ids.shape[0], length - self.length)
+        self.segment_ids = torch.cat([self.segment_ids, pad], dim=1)
+        self.length = length
+
     def repeated(self, batch: int, room: int = 0) -> "KVCache":
         """A new cache holding this one-row cache ``batch`` times, with space for ``room`` more tokens.
 

@@ -196,6 +196,13 @@ def test_batched_generation_equals_one_at_a_time(prompts):
         for start in range(0, len(prompts), size):
             got += generate_batch(model, prompts[start:start + size], 12, eos_id=eos)
         assert got == expected
+    # continuous batching: a finished row takes the next prompt (longer or shorter than the rows in
+    # the cache), each prompt reported once, as soon as it is done
+    for size in (1, 2, 3):
+        finished = []
+        assert generate_batch(model, prompts, 12, eos_id=eos, batch_size=size,
+                              on_finish=lambda i, ids: finished.append((i, ids))) == expected
+        assert sorted(finished) == sorted(enumerate(expected))
 
 
 def test_generate_responses_on_the_test_set_equals_the_books_loop(entries, gpt2_tokenizer):
