@@ -9,7 +9,7 @@ os.environ.setdefault("LLMDEF_PERFIL", "teste")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# --- Notebook 09, exercise C: a stand-in for Alpaca 52K in the `teste` profile ------------
+# --- Notebook 12, exercise C: a stand-in for Alpaca 52K in the `teste` profile ------------
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -18,7 +18,7 @@ _alpaca_slice = None
 
 
 def pytest_sessionstart(session):
-    """Notebook 09 loads saida/alpaca_data.json (Alpaca 52K, ~22 MB, not in the offline mirror).
+    """Notebook 12 loads saida/alpaca_data.json (Alpaca 52K, ~22 MB, not in the offline mirror).
 
     In the `teste` profile, when the file is missing, write a 60-entry slice of the course's
     dataset (same keys as Alpaca 52K) there; it is removed again at the end of the session.
@@ -32,9 +32,13 @@ def pytest_sessionstart(session):
     if target.exists():
         return
     sys.path.insert(0, str(_ROOT / "tests"))
+    from shared_data import SharedDataMissing
     from test_exercises import default_source, write_alpaca_slice
 
-    _alpaca_slice = write_alpaca_slice(target, default_source())
+    try:
+        _alpaca_slice = write_alpaca_slice(target, default_source())
+    except SharedDataMissing as exc:          # reported by the tests that need the data, one line each
+        print(f"\nAVISO: {exc}")
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -10,7 +10,7 @@ BASE_CONFIG: Dict[str, object] = {
     "qkv_bias": True,        # GPT-2 has biases in the query/key/value projections
 }
 
-# The seed's names -> the sizes that differ between them.
+# The book's names -> the sizes that differ between them.
 model_configs: Dict[str, Dict[str, int]] = {
     "gpt2-small (124M)": {"emb_dim": 768, "n_layers": 12, "n_heads": 12},
     "gpt2-medium (355M)": {"emb_dim": 1024, "n_layers": 24, "n_heads": 16},

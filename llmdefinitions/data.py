@@ -31,9 +31,11 @@ class DatasetError(ValueError):
     """The dataset file or one of its entries is not valid (message in pt-BR)."""
 
 
-def validate_entries(data, source: str = "dataset") -> list:
-    """Check that ``data`` is a non-empty list of entries with the three text fields.
+def validate_entries(data, source: str = "dataset", fields: Sequence[str] = REQUIRED_FIELDS) -> list:
+    """Check that ``data`` is a non-empty list of entries with the text ``fields``.
 
+    ``fields`` defaults to the instruction dataset's three; the preference data of DPO
+    passes its own (:func:`llmdefinitions.dpo_data.validate_preference_entries`).
     Raises :class:`DatasetError` naming ``source``, the entry index and the field.
     """
     if not isinstance(data, list):
@@ -43,7 +45,7 @@ def validate_entries(data, source: str = "dataset") -> list:
     for index, entry in enumerate(data):
         if not isinstance(entry, dict):
             raise DatasetError(f"Entrada {index} de '{source}': deve ser um objeto JSON, mas é {type(entry).__name__}.")
-        for field in REQUIRED_FIELDS:
+        for field in fields:
             if field not in entry:
                 raise DatasetError(f"Entrada {index} de '{source}': falta o campo '{field}'.")
             if not isinstance(entry[field], str):
@@ -152,7 +154,7 @@ class InstructionDataset(Dataset):
             # book, generation starts from the prompt alone.
             prompt_ids = encode_text(tokenizer, self.style.prompt(entry))
             self.encoded_texts.append(full_ids)
-            self.prompt_lengths.append(_common_prefix_length(full_ids, prompt_ids))
+            self.prompt_lengths.append(common_prefix_length(full_ids, prompt_ids))
 
     def __getitem__(self, index: int):
         if self.return_prompt_length:
@@ -163,7 +165,13 @@ class InstructionDataset(Dataset):
         return len(self.data)
 
 
-def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading items ``a`` and ``b`` share.
+
+    A prompt's length is counted this way on the tokenized *full* text (its common prefix
+    with the tokenized prompt), so a token that BPE merges across the boundary counts as
+    response, never silently as prompt.
+    """
     n = 0
     for x, y in zip(a, b):
         if x != y:

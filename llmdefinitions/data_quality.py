@@ -10,22 +10,26 @@ stay different.
 
 * exact duplicates: entries with the same key;
 * near duplicates: Jaccard similarity of the sets of character n-grams
-  (*shingles*) of the keys, found with an exact prefix-filtering join (no pair
-  above the threshold is missed, unlike MinHash) that needs a fraction of a
-  second for the course's 1,100 entries;
-* overlap: items of validation/test that also occur in training.
+  (*shingles*) of the keys. Comparing every pair grows with the square of the
+  size (hours for 200,000 entries), so candidate pairs come from MinHash + LSH
+  banding (numpy; time and memory grow about linearly) and each candidate is
+  confirmed with the exact Jaccard: no false pair is reported, and a pair at the
+  threshold is missed with probability below ``LSH_MISS`` (see :func:`lsh_bands`);
+* overlap: items of validation/test that also occur in training;
+* lengths in tokens, and which entries (by index) are longer than the context
+  the collate function cuts at (:func:`overlength_entries`).
 
 ``quality_report`` gathers everything; ``print(report)`` shows a pt-BR table.
 """
 from __future__ import annotations
 
-import math
+import functools
+import itertools
 import unicodedata
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (
-    Callable,
     Dict,
     FrozenSet,
     List,
@@ -38,6 +42,9 @@ from typing import (
 )
 
 from .prompts import get_prompt_style
+from .tokenizer import encode_text
+from .stats import format_decimal
+from .tables import text_table
 
 Entry = Mapping[str, str]
 PathLike = Union[str, Path]
@@ -107,49 +114,192 @@ def _check_threshold(threshold: float) -> None:
         raise ValueError(f"O limiar de similaridade deve estar em (0, 1] (recebido: {threshold}).")
 
 
-def _similarity_join(
-    sets: Sequence[FrozenSet[str]],
-    threshold: float,
-    keep: Optional[Callable[[int, int], bool]] = None,
-) -> List[NearDuplicate]:
-    """All pairs ``i < j`` with ``jaccard(sets[i], sets[j]) >= threshold`` (and ``keep(i, j)``).
+# MinHash + LSH. A MinHash signature holds, for each of NUM_PERM random hash functions,
+# the smallest hash of the set's shingles; two sets agree on one of them with probability
+# equal to their Jaccard J. The signature is cut into `bands` bands of `rows` values, and
+# two sets become a candidate pair when one whole band agrees: probability
+# 1 - (1 - J^rows)^bands. `lsh_bands` picks the most selective cut that still misses a pair
+# at the threshold with probability at most LSH_MISS; every candidate is then checked with
+# the exact Jaccard, so a reported pair is never a false positive.
+NUM_PERM = 128
+LSH_MISS = 1e-5
+MINHASH_SEED = 20240607
+_CHUNK_CHARS = 1 << 21       # characters hashed per step: bounds the memory of the signatures
+_AUTO_PROGRESS_FROM = 20_000  # entries; below this the join takes about a second: no bar
 
-    Prefix filtering (all-pairs similarity join): order each set's shingles rarest
-    first; if J(x, y) >= t then |x ∩ y| >= ceil(t * max(|x|, |y|)), so the first
-    |x| - ceil(t|x|) + 1 shingles of x and of y share one. Sets are visited by
-    size, each probes an inverted index of the prefixes seen so far (length filter:
-    |y| >= t|x|), and only those candidates get the exact Jaccard. Exact: no misses.
-    """
+
+def lsh_bands(threshold: float, num_perm: int = NUM_PERM, max_miss: float = LSH_MISS) -> Tuple[int, int]:
+    """``(bands, rows)`` with the most rows per band whose miss chance at ``threshold`` is <= ``max_miss``."""
     _check_threshold(threshold)
-    freq = Counter(s for x in sets for s in x)
-    index: Dict[str, List[int]] = defaultdict(list)
-    empties: List[int] = []
-    pairs: List[NearDuplicate] = []
+    best = (num_perm, 1)
+    for rows in range(1, num_perm + 1):
+        bands = num_perm // rows
+        if (1.0 - threshold ** rows) ** bands <= max_miss:
+            best = (bands, rows)
+    return best
 
-    def add(a: int, b: int, sim: float) -> None:
-        i, j = (a, b) if a < b else (b, a)
-        if keep is None or keep(i, j):
-            pairs.append(NearDuplicate(i, j, sim))
 
-    for k in sorted(range(len(sets)), key=lambda k: (len(sets[k]), k)):
-        x = sets[k]
-        size = len(x)
-        if size == 0:  # only empty sets are similar to an empty set
-            for other in empties:
-                add(other, k, 1.0)
-            empties.append(k)
+def _splitmix64(x):
+    """A well-mixing bijection of uint64 (SplitMix64's finalizer); numpy wraps on overflow."""
+    import numpy as np
+
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _shingle_hashes(texts: Sequence[str], n: int):
+    """32-bit hashes of every character ``n``-gram of each text, with each text's offsets.
+
+    The same sets as :func:`shingles` (a non-empty text shorter than ``n`` is one
+    shingle, an empty text has none), hashed with numpy instead of building Python
+    sets. Returns ``(hashes, starts)``: text ``k``'s hashes are ``hashes[starts[k]:starts[k+1]]``.
+    """
+    import numpy as np
+
+    codes = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    window = np.zeros(max(len(codes) - n + 1, 0), dtype=np.uint64)
+    for k in range(n):                          # polynomial of the n code points (wrapping)
+        window = window * np.uint64(0x100000001B3) + codes[k:len(codes) - n + 1 + k]
+    counts = np.where(lengths >= n, lengths - n + 1, np.minimum(lengths, 1))
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    full = lengths >= n                         # windows inside the text, none crossing into the next
+    per_text = counts[full]
+    within = np.arange(per_text.sum()) - np.repeat(np.cumsum(per_text) - per_text, per_text)
+    hashes = np.empty(int(starts[-1]), dtype=np.uint64)
+    hashes[np.repeat(starts[:-1][full], per_text) + within] = window[np.repeat(offsets[:-1][full], per_text) + within]
+    mask = (1 << 64) - 1
+    for k in np.flatnonzero((lengths > 0) & ~full):  # short text: the whole text is the shingle
+        value = len(texts[k])
+        for char in texts[k]:
+            value = (value * 0x100000001B3 + ord(char)) & mask
+        hashes[starts[k]] = value ^ 0xA5A5A5A5A5A5A5A5
+    return _splitmix64(hashes) >> np.uint64(32), starts
+
+
+def minhash_signatures(texts: Sequence[str], n: int = 3, num_perm: int = NUM_PERM,
+                       seed: int = MINHASH_SEED, progress: bool = False):
+    """``(len(texts), num_perm)`` uint32 MinHash signatures of the texts' ``n``-gram sets.
+
+    Each hash function is ``x -> ((a*x + b) mod 2**64) >> 32`` (multiply-add-shift, a
+    universal family) with random odd ``a``; a text with no shingles gets the maximum
+    value everywhere (it is never a candidate: only an empty set is similar to one).
+    """
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, 2 ** 63, size=num_perm, dtype=np.uint64) | np.uint64(1)
+    b = rng.integers(0, 2 ** 63, size=num_perm, dtype=np.uint64)
+    signatures = np.full((len(texts), num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    chunks, first, size = [], 0, 0
+    for k, text in enumerate(texts):
+        size += len(text)
+        if size >= _CHUNK_CHARS or k == len(texts) - 1:
+            chunks.append((first, k + 1))
+            first, size = k + 1, 0
+    for lo, hi in tqdm(chunks, desc="MinHash", unit="bloco", disable=not progress):
+        hashes, starts = _shingle_hashes(texts[lo:hi], n)
+        has = np.flatnonzero(starts[1:] > starts[:-1])
+        if len(has) == 0:
             continue
-        min_overlap = max(1, math.ceil(threshold * size - _EPS))
-        prefix = sorted(x, key=lambda s: (freq[s], s))[: size - min_overlap + 1]
-        min_size = threshold * size - _EPS
-        candidates = {other for tok in prefix for other in index.get(tok, ()) if len(sets[other]) >= min_size}
-        for other in candidates:
-            sim = jaccard(x, sets[other])
-            if sim >= threshold:
-                add(other, k, sim)
-        for tok in prefix:
-            index[tok].append(k)
-    return pairs
+        for p in range(num_perm):
+            values = (a[p] * hashes + b[p]) >> np.uint64(32)
+            signatures[lo + has, p] = np.minimum.reduceat(values, starts[:-1][has]).astype(np.uint32)
+    return signatures
+
+
+def _candidate_pairs(signatures, usable, bands: int, rows: int):
+    """Sorted unique ``(i, j)``, ``i < j``, of rows of ``signatures`` that agree on a whole band."""
+    import numpy as np
+
+    rng = np.random.default_rng(MINHASH_SEED + 1)
+    multipliers = rng.integers(1, 2 ** 63, size=rows, dtype=np.uint64) | np.uint64(1)
+    index = np.flatnonzero(usable)
+    found = []
+    for band in range(bands):
+        block = signatures[index, band * rows:(band + 1) * rows].astype(np.uint64)
+        keys = _splitmix64((block * multipliers).sum(axis=1, dtype=np.uint64))
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        run_starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+        run_lengths = np.diff(np.r_[run_starts, len(order)])
+        for start, length in zip(run_starts[run_lengths > 1], run_lengths[run_lengths > 1]):
+            members = np.sort(index[order[start:start + length]])
+            i, j = np.triu_indices(length, k=1)
+            found.append(members[i] * len(signatures) + members[j])
+    if not found:
+        return np.empty((0, 2), dtype=np.int64)
+    codes = np.unique(np.concatenate(found))
+    return np.stack([codes // len(signatures), codes % len(signatures)], axis=1)
+
+
+class _NearJoin:
+    """The near-duplicate join of ``keys``, done once, read in several ways.
+
+    Identical keys are one *group* (hashed once); ``similar`` holds the pairs of
+    groups ``(a, b, jaccard)`` with ``a < b`` that reach the threshold: candidates from
+    MinHash + LSH, each confirmed with :func:`jaccard`. Pairs of entries are only
+    spelled out when asked for (a group of 10,000 copies is one row, not 50 million pairs).
+    """
+
+    def __init__(self, keys: Sequence[str], threshold: float, n: int, progress: Optional[bool] = None):
+        import numpy as np
+        from tqdm.auto import tqdm
+
+        _check_threshold(threshold)
+        if progress is None:
+            progress = len(keys) >= _AUTO_PROGRESS_FROM
+        by_key: Dict[str, List[int]] = defaultdict(list)
+        for index, key in enumerate(keys):
+            by_key[key].append(index)
+        distinct = list(by_key)
+        self.groups: List[List[int]] = list(by_key.values())
+        self.similar: List[Tuple[int, int, float]] = []
+        if len(distinct) < 2:
+            return
+        signatures = minhash_signatures(distinct, n, progress=progress)
+        usable = np.fromiter((len(k) > 0 for k in distinct), dtype=bool, count=len(distinct))
+        candidates = _candidate_pairs(signatures, usable, *lsh_bands(threshold))
+        del signatures
+
+        @functools.lru_cache(maxsize=4096)
+        def shingle_set(k: int) -> FrozenSet[str]:
+            return shingles(distinct[k], n)
+
+        for a, b in tqdm(candidates.tolist(), desc="verificando pares", unit="par", disable=not progress):
+            similarity = jaccard(shingle_set(a), shingle_set(b))
+            if similarity >= threshold:
+                self.similar.append((a, b, similarity))
+
+    def within(self, start: int, stop: int, include_exact: bool = False) -> List[NearDuplicate]:
+        """Pairs with both entries in ``[start, stop)``, indices from ``start``, sorted."""
+        def inside(group: List[int]) -> List[int]:
+            return [i - start for i in group if start <= i < stop]
+
+        pairs = [NearDuplicate(min(i, j), max(i, j), sim) for a, b, sim in self.similar
+                 for i in inside(self.groups[a]) for j in inside(self.groups[b])]
+        if include_exact:
+            pairs += [NearDuplicate(i, j, 1.0) for group in self.groups
+                      for i, j in itertools.combinations(inside(group), 2)]
+        return sorted(pairs, key=lambda p: (-p.similarity, p.i, p.j))
+
+    def across(self, first: Tuple[int, int], second: Tuple[int, int]) -> List[Overlap]:
+        """``(index in second, index in first)`` of every similar or identical pair between them."""
+        def part(group: List[int], bounds: Tuple[int, int]) -> List[int]:
+            return [i - bounds[0] for i in group if bounds[0] <= i < bounds[1]]
+
+        found = {Overlap(j, i) for group in self.groups
+                 for i in part(group, first) for j in part(group, second)}
+        for a, b, _ in self.similar:
+            for x, y in ((a, b), (b, a)):
+                found.update(Overlap(j, i) for i in part(self.groups[x], first)
+                             for j in part(self.groups[y], second))
+        return sorted(found)
 
 
 def near_duplicates(
@@ -158,18 +308,18 @@ def near_duplicates(
     n: int = 3,
     fields: Sequence[str] = ALL_FIELDS,
     include_exact: bool = False,
+    progress: Optional[bool] = None,
 ) -> List[NearDuplicate]:
     """Pairs ``(i, j, similarity)``, ``i < j``, with shingle Jaccard >= ``threshold``.
 
     Shingles are the character ``n``-grams of :func:`entry_key`. Pairs that are exact
     duplicates (same key; see :func:`exact_duplicates`) are left out unless
-    ``include_exact``. Sorted by decreasing similarity, then by ``(i, j)``.
+    ``include_exact``. Sorted by decreasing similarity, then by ``(i, j)``. Found with
+    MinHash + LSH, each pair confirmed exactly (see :func:`lsh_bands` for the miss
+    chance); ``progress`` shows bars (default: only for 20,000 entries or more).
     """
     keys = [entry_key(entry, fields) for entry in data]
-    sets = [shingles(key, n) for key in keys]
-    keep = None if include_exact else (lambda i, j: keys[i] != keys[j])
-    pairs = _similarity_join(sets, threshold, keep)
-    return sorted(pairs, key=lambda p: (-p.similarity, p.i, p.j))
+    return _NearJoin(keys, threshold, n, progress).within(0, len(keys), include_exact)
 
 
 class Overlap(NamedTuple):
@@ -200,10 +350,9 @@ def overlap(
         for i_train in by_key.get(entry_key(entry, fields), ()):
             found.add(Overlap(i_other, i_train))
     if near_threshold is not None:
-        n_train = len(train)
-        sets = [shingles(entry_key(e, fields), n) for e in list(train) + list(other)]
-        for pair in _similarity_join(sets, near_threshold, lambda i, j: i < n_train <= j):
-            found.add(Overlap(pair.j - n_train, pair.i))
+        keys = [entry_key(e, fields) for e in list(train) + list(other)]
+        join = _NearJoin(keys, near_threshold, n)
+        found.update(join.across((0, len(train)), (len(train), len(keys))))
     return sorted(found)
 
 
@@ -244,7 +393,8 @@ class LengthStats:
     entry["output"]``; ``total`` = the two concatenated, encoded as one text (what
     ``InstructionDataset`` stores; BPE may merge across the joint, so it can differ
     from prompt + response by a token). ``over_context`` counts totals longer than
-    ``context_length`` (these would be truncated by the collate function).
+    ``context_length`` (these would be truncated by the collate function), and
+    ``over_context_entries`` lists them as ``(index, length)``.
     """
 
     prompt_style: str
@@ -266,8 +416,12 @@ class LengthStats:
         return LengthSummary.of(self.total_lengths)
 
     @property
+    def over_context_entries(self) -> List[Tuple[int, int]]:
+        return [(i, t) for i, t in enumerate(self.total_lengths) if t > self.context_length]
+
+    @property
     def over_context(self) -> int:
-        return sum(1 for t in self.total_lengths if t > self.context_length)
+        return len(self.over_context_entries)
 
 
 def length_stats(
@@ -280,21 +434,35 @@ def length_stats(
 
     A literal ``<|endoftext|>`` in the text counts as plain text (see ``llmdefinitions.data``).
     """
-    from .data import encode_text
-
     style = get_prompt_style(prompt_style)
 
     def count(text: str) -> int:
         return len(encode_text(tokenizer, text))
 
-    prompts, responses, totals = [], [], []
-    for entry in data:
-        prompt = style.prompt(entry)
-        response = style.response_prefix + entry["output"]
-        prompts.append(count(prompt))
-        responses.append(count(response))
-        totals.append(count(prompt + response))
+    prompts = [count(style.prompt(entry)) for entry in data]
+    responses = [count(style.response_prefix + entry["output"]) for entry in data]
+    totals = full_text_lengths(data, tokenizer, prompt_style)
     return LengthStats(prompt_style, context_length, prompts, responses, totals)
+
+
+def full_text_lengths(data: Sequence[Entry], tokenizer, prompt_style: str = "alpaca") -> List[int]:
+    """Tokens of each entry's prompt + response, encoded exactly as ``InstructionDataset`` does."""
+    style = get_prompt_style(prompt_style)
+    return [len(encode_text(tokenizer, style.full_text(entry))) for entry in data]
+
+
+def overlength_entries(entries: Sequence[Entry], tokenizer, max_length: int,
+                       prompt_style: str = "alpaca") -> List[Tuple[int, int]]:
+    """``(index, length)`` of the entries longer than ``max_length`` tokens (prompt + response).
+
+    The collate function appends the end-of-text token and then cuts inputs and
+    targets at ``max_length`` (``allowed_max_length``): for such an entry the tail of
+    its response and the end-of-text are cut, so they never reach the loss (with
+    instruction masking, a long prompt can leave no response token at all). The
+    trainer can call this to warn before training.
+    """
+    return [(i, length) for i, length in enumerate(full_text_lengths(entries, tokenizer, prompt_style))
+            if length > max_length]
 
 
 # ---------------------------------------------------------------- report
@@ -366,16 +534,16 @@ class QualityReport:
     def to_table(self) -> str:
         """Readable plain-text table in pt-BR."""
         names = ["train", "val", "test", "all"]
-        t = _fmt(self.near_threshold, 2)
+        t = format_decimal(self.near_threshold, 2)
         out = ["Relatório de qualidade dos dados", "=" * 32, ""]
         rows = [
-            ("Exemplos", [self.splits[s].size for s in names]),
+            ("Amostras", [self.splits[s].size for s in names]),
             ("Duplicatas exatas: grupos", [len(self.splits[s].exact_duplicates) for s in names]),
             ("Duplicatas exatas: cópias a mais", [self.splits[s].exact_copies for s in names]),
             ("Mesma instrução+entrada: cópias a mais", [self.splits[s].prompt_copies for s in names]),
             (f"Quase duplicatas (Jaccard >= {t}): pares", [len(self.splits[s].near_duplicates) for s in names]),
         ]
-        out += _grid(["", *(SPLIT_LABELS[s] for s in names)], [[label, *vals] for label, vals in rows])
+        out += text_table(["", *(SPLIT_LABELS[s] for s in names)], [[label, *vals] for label, vals in rows])
         out += ["", f"Sobreposição entre partições (itens; quase = Jaccard >= {t} de {self.n}-gramas de caracteres)"]
         header = ["", "exatos", "mesma instrução+entrada", "quase"]
         overlaps = [
@@ -383,7 +551,7 @@ class QualityReport:
             ("Itens de validação também no treino", self.val_in_train),
             ("Itens de teste também na validação", self.test_in_val),
         ]
-        out += _grid(header, [[label, o.exact_items, o.prompt_items, o.near_items] for label, o in overlaps])
+        out += text_table(header, [[label, o.exact_items, o.prompt_items, o.near_items] for label, o in overlaps])
         with_lengths = [s for s in names if self.splits[s].lengths is not None]
         out.append("")
         if not with_lengths:
@@ -401,43 +569,39 @@ class QualityReport:
                 over = stats.over_context if part == "total" else ""
                 table.append([
                     SPLIT_LABELS[s] if part == "prompt" else "", label,
-                    _fmt(summary.min, 0), _fmt(summary.median, 1), _fmt(summary.mean, 1),
-                    _fmt(summary.p95, 1), _fmt(summary.max, 0), over,
+                    format_decimal(summary.min, 0), format_decimal(summary.median, 1), format_decimal(summary.mean, 1),
+                    format_decimal(summary.p95, 1), format_decimal(summary.max, 0), over,
                 ])
-        out += _grid(header, table)
+        out += text_table(header, table)
+        out += ["", *self._overlength_lines(with_lengths)]
         return "\n".join(out)
+
+    def _overlength_lines(self, names: Sequence[str], shown: int = 20) -> List[str]:
+        """Which entries (split and index) the collate function cuts, not only how many."""
+        ctx = self.splits[names[0]].lengths.context_length
+        title = (f"Amostras mais longas que o contexto ({ctx} tokens): o collate corta o fim da "
+                 "resposta, que não entra na perda")
+        lines = []
+        for name in (s for s in names if s != "all"):
+            entries = self.splits[name].lengths.over_context_entries
+            if entries:
+                listed = ", ".join(f"#{i} ({_thousands(t)} tokens)" for i, t in entries[:shown])
+                more = f" … e mais {len(entries) - shown}" if len(entries) > shown else ""
+                lines.append(f"  {SPLIT_LABELS[name]}: {listed}{more}")
+        return [f"{title}:", *lines] if lines else [f"{title}: nenhum."]
 
     def __str__(self) -> str:
         return self.to_table()
 
 
-def _fmt(value: float, digits: int) -> str:
-    """Number with a decimal comma (pt-BR text); NaN as a dash."""
-    if value != value:
-        return "—"
-    return f"{value:.{digits}f}".replace(".", ",")
+def _thousands(value: int) -> str:
+    """``1130`` -> ``"1.130"`` (pt-BR thousands dot)."""
+    return f"{value:,}".replace(",", ".")
 
 
-def _grid(header: Sequence[object], rows: Sequence[Sequence[object]]) -> List[str]:
-    """Columns padded to fit: text left-aligned, numbers (and their headers) right-aligned."""
-    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[k]) for row in cells) for k in range(len(header))]
-    numeric = [all(not any(ch.isalpha() for ch in row[k]) for row in cells[1:]) for k in range(len(header))]
-    lines = []
-    for r, row in enumerate(cells):
-        parts = [cell.rjust(w) if num else cell.ljust(w) for cell, w, num in zip(row, widths, numeric)]
-        lines.append("  ".join(parts).rstrip())
-        if r == 0:
-            lines.append("-" * len(lines[0]))
-    return lines
-
-
-def _split_overlap(train, other, near_threshold: float, n: int) -> SplitOverlap:
-    return SplitOverlap(
-        exact=overlap(train, other),
-        prompt=overlap(train, other, fields=PROMPT_FIELDS),
-        near=overlap(train, other, near_threshold=near_threshold, n=n),
-    )
+def _split_overlap(train, other, near: List[Overlap]) -> SplitOverlap:
+    return SplitOverlap(exact=overlap(train, other), prompt=overlap(train, other, fields=PROMPT_FIELDS),
+                        near=near)
 
 
 def quality_report(
@@ -449,8 +613,12 @@ def quality_report(
     n: int = 3,
     prompt_style: str = "alpaca",
     context_length: int = GPT2_CONTEXT_LENGTH,
+    progress: Optional[bool] = None,
 ) -> QualityReport:
-    """Duplicates in each split, val/test items also in train, and (with ``tokenizer``) lengths."""
+    """Duplicates in each split, val/test items also in train, and (with ``tokenizer``) lengths.
+
+    ``progress`` shows the near-duplicate join's bars (default: only from 20,000 entries).
+    """
     parts = {"train": list(train), "val": list(val), "test": list(test)}
     parts["all"] = parts["train"] + parts["val"] + parts["test"]
     lengths: Dict[str, Optional[LengthStats]] = {name: None for name in parts}
@@ -462,21 +630,26 @@ def quality_report(
             *([x for name in ("train", "val", "test") for x in getattr(lengths[name], f"{part}_lengths")]
               for part in ("prompt", "response", "total")),
         )
+    # One near-duplicate join over train + val + test gives every split's pairs and
+    # every overlap between splits (the join is the expensive step: done once).
+    join = _NearJoin([entry_key(entry) for entry in parts["all"]], near_threshold, n, progress)
+    bounds = {"train": (0, len(train)), "val": (len(train), len(train) + len(val)),
+              "test": (len(train) + len(val), len(parts["all"])), "all": (0, len(parts["all"]))}
     splits = {
         name: SplitQuality(
             size=len(data),
             exact_duplicates=exact_duplicates(data),
             prompt_duplicates=exact_duplicates(data, fields=PROMPT_FIELDS),
-            near_duplicates=near_duplicates(data, near_threshold, n),
+            near_duplicates=join.within(*bounds[name]),
             lengths=lengths[name],
         )
         for name, data in parts.items()
     }
     return QualityReport(
         splits=splits,
-        test_in_train=_split_overlap(parts["train"], parts["test"], near_threshold, n),
-        val_in_train=_split_overlap(parts["train"], parts["val"], near_threshold, n),
-        test_in_val=_split_overlap(parts["val"], parts["test"], near_threshold, n),
+        test_in_train=_split_overlap(parts["train"], parts["test"], join.across(bounds["train"], bounds["test"])),
+        val_in_train=_split_overlap(parts["train"], parts["val"], join.across(bounds["train"], bounds["val"])),
+        test_in_val=_split_overlap(parts["val"], parts["test"], join.across(bounds["val"], bounds["test"])),
         near_threshold=near_threshold,
         n=n,
     )

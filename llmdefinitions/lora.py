@@ -8,17 +8,19 @@ Only ``A`` and ``B`` are trained: for GPT-2 medium with rank 16 on every linear 
 that is about 2% of the parameters. ``B`` starts at zero, so the adapted model is
 exactly the pretrained one at step 0.
 
-The classes keep the seed's API (``LoRALayer(in_dim, out_dim, rank, alpha)`` with
+The classes keep the book's API (appendix E) (``LoRALayer(in_dim, out_dim, rank, alpha)`` with
 attributes ``A``, ``B``, ``alpha``; ``LinearWithLoRA(linear, rank, alpha)`` with
 ``.linear`` and ``.lora``). Around them this module offers: choosing which layers get
-LoRA, freezing the rest, counting parameters, merging the update into the base weights
-(and back), and saving/loading only the LoRA weights (an *adapter*).
+LoRA, freezing the rest, counting parameters, switching the adapters off for a while
+(:func:`disable_lora`), merging the update into the base weights (and back), and
+saving/loading only the LoRA weights (an *adapter*).
 """
 from __future__ import annotations
 
 import fnmatch
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
@@ -57,18 +59,19 @@ class LoRALayer(nn.Module):
     * ``"rank"`` (default, as in the LoRA paper and Hugging Face PEFT): ``alpha / rank``.
       At the start of training the update grows with ``rank`` (``x A B`` sums ``rank``
       terms, and Adam moves every entry of ``B`` by about the learning rate); dividing
-      by ``rank`` cancels that, so the learning rate need not be retuned when ``rank``
-      changes.
-    * ``"alpha"`` (the seed's code): plain ``alpha``, so the update size grows with
-      ``rank``. The seed's ``alpha=16, rank=16`` equals ``"rank"`` scaling with
+      by ``rank`` roughly cancels that — only roughly, and only for the first Adam steps:
+      at large ranks ``alpha / rank`` shrinks the update and learning slows, which is why
+      rsLoRA (Kalajdzievski 2023) scales by ``alpha / sqrt(rank)``.
+    * ``"alpha"`` (the book's code): plain ``alpha``, so the update size grows with
+      ``rank``. The book's ``alpha=16, rank=16`` equals ``"rank"`` scaling with
       ``alpha=256``: an update 16x larger than ``alpha=16`` with ``"rank"`` scaling,
-      so the seed needs a smaller learning rate.
+      so the book's code needs a smaller learning rate.
 
     Initialization: ``B`` is zero (the layer adds nothing at step 0). ``A`` is drawn as
     PEFT draws ``lora_A.weight`` of shape ``(rank, in_dim)`` with
     ``kaiming_uniform_(a=sqrt(5))``, i.e. ``U(-1/sqrt(in_dim), 1/sqrt(in_dim))``; our
     ``A`` is the transpose, ``(in_dim, rank)``, so we initialize ``A.T`` (applying
-    kaiming to ``A`` itself would take ``rank`` as the fan-in). The seed used
+    kaiming to ``A`` itself would take ``rank`` as the fan-in). The book's first version used
     ``randn / sqrt(rank)``, a much larger start for GPT-2's widths.
 
     ``dropout`` acts on the input of the LoRA branch only, and only in training mode.
@@ -127,6 +130,10 @@ class LinearWithLoRA(nn.Module):
     After :meth:`merge` the update lives inside ``linear.weight`` and ``forward`` is just
     ``linear(x)`` (faster inference); :meth:`unmerge` takes it out again. Do not train
     while merged: the LoRA branch is bypassed and receives no gradients.
+
+    ``enabled = False`` switches the adapter off without touching its weights: ``forward``
+    is then the base ``linear(x)`` alone, i.e. the model LoRA started from (see
+    :func:`disable_lora`, which also refuses merged layers, where that would be wrong).
     """
 
     def __init__(self, linear: nn.Linear, rank: int, alpha: float,
@@ -137,9 +144,10 @@ class LinearWithLoRA(nn.Module):
                               dropout=dropout, scaling=scaling,
                               device=linear.weight.device, dtype=_lora_dtype(linear))
         self.merged = False
+        self.enabled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.merged:
+        if self.merged or not self.enabled:
             return self.linear(x)
         return self.linear(x) + self.lora(x)
 
@@ -246,6 +254,34 @@ def replace_linear_with_lora(
     return model
 
 
+@contextmanager
+def disable_lora(model: nn.Module) -> Iterator[nn.Module]:
+    """``with disable_lora(model):`` runs ``model`` with every LoRA adapter switched off.
+
+    Inside the block each :class:`LinearWithLoRA` computes only its base ``linear(x)``:
+    the frozen model LoRA started from (PEFT's ``disable_adapter()``). The adapters'
+    weights are not touched, and each layer's previous ``enabled`` comes back on exit,
+    even after an error. Used as DPO's reference model, it saves a second copy of the
+    weights. A merged adapter lives inside the base weights, so switching it off would
+    not give the base model: a merged layer is refused, as is a model without LoRA.
+    """
+    layers = list(iter_lora_layers(model))
+    if not layers:
+        raise ValueError("O modelo não tem camadas LoRA: não há adaptadores para desligar.")
+    merged = [name for name, layer in layers if layer.merged]
+    if merged:
+        raise ValueError(f"A camada LoRA '{merged[0]}' está fundida aos pesos base; "
+                         "chame unmerge_lora(model) antes de desligar os adaptadores.")
+    before = [layer.enabled for _, layer in layers]
+    for _, layer in layers:
+        layer.enabled = False
+    try:
+        yield model
+    finally:
+        for (_, layer), enabled in zip(layers, before):
+            layer.enabled = enabled
+
+
 def mark_only_lora_as_trainable(model: nn.Module) -> nn.Module:
     """Freeze every parameter except the LoRA ``A`` and ``B`` matrices. Returns ``model``."""
     lora_params = {id(p) for _, layer in iter_lora_layers(model) for p in layer.lora.parameters()}
@@ -262,15 +298,13 @@ def count_parameters(model: nn.Module) -> Tuple[int, int]:
     return trainable, total
 
 
-def _fmt_int(n: int) -> str:
-    return f"{n:,}".replace(",", ".")
-
-
 def format_parameter_count(model: nn.Module) -> str:
     """E.g. ``"Parâmetros treináveis: 7.898.384 de 414.184.720 (1,91%)"`` (pt-BR digits)."""
     trainable, total = count_parameters(model)
-    percent = f"{100.0 * trainable / total if total else 0.0:.2f}".replace(".", ",")
-    return f"Parâmetros treináveis: {_fmt_int(trainable)} de {_fmt_int(total)} ({percent}%)"
+    from .stats import format_decimal, format_thousands
+
+    percent = format_decimal(100.0 * trainable / total if total else 0.0)
+    return f"Parâmetros treináveis: {format_thousands(trainable)} de {format_thousands(total)} ({percent}%)"
 
 
 # ---------------------------------------------------------------------------

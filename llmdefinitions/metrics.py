@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .data import validate_entries
-from .data_quality import _grid as text_table
+from .tables import text_table
 from .io import PathLike, read_json, write_json_atomic
 from .stats import Interval, bootstrap_mean, format_decimal
 

@@ -37,22 +37,22 @@ def plot_losses(
 ):
     """Training and validation loss against epochs, with tokens seen on a second x-axis.
 
-    As in the seed; ``save_path`` also writes the figure (PNG, PDF or SVG by extension).
-    Returns the matplotlib figure.
+    As in the book, with labels in Portuguese; ``save_path`` also writes the figure (PNG,
+    PDF or SVG by extension). Returns the matplotlib figure.
     """
     plt = _pyplot()
     epochs_seen = [float(e) for e in epochs_seen]
     fig, ax1 = plt.subplots(figsize=(5, 3))
-    ax1.plot(epochs_seen, train_losses, label="Training loss")
-    ax1.plot(epochs_seen, val_losses, linestyle="-.", label="Validation loss")
-    ax1.set_xlabel("Epochs")
-    ax1.set_ylabel("Loss")
+    ax1.plot(epochs_seen, train_losses, label="Perda de treino")
+    ax1.plot(epochs_seen, val_losses, linestyle="-.", label="Perda de validação")
+    ax1.set_xlabel("Épocas")
+    ax1.set_ylabel("Perda")
     ax1.legend(loc="upper right")
     ax1.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     # A second x-axis with the number of tokens seen; invisible plot aligns the ticks.
     ax2 = ax1.twiny()
     ax2.plot(list(tokens_seen), train_losses, alpha=0)
-    ax2.set_xlabel("Tokens seen")
+    ax2.set_xlabel("Tokens vistos")
     return finish_figure(fig, save_path, show)
 
 
@@ -81,7 +81,7 @@ def plot_score_histogram(
     ax.hist(present, bins=bins, edgecolor="white")
     if present:
         mean = sum(present) / len(present)
-        ax.axvline(mean, color="black", linestyle="--", label=f"média {mean:.1f}")
+        ax.axvline(mean, color="black", linestyle="--", label=f"média {mean:.1f}".replace(".", ","))
         ax.legend(loc="upper left")
     ax.set_xlabel("Nota do juiz")
     ax.set_ylabel("Itens")

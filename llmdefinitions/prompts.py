@@ -2,7 +2,7 @@
 
 Two styles are offered, chosen in one place (``PROMPT_STYLES``):
 
-* ``"alpaca"`` — the seed's format (Alpaca), the default everywhere;
+* ``"alpaca"`` — the book's format (Alpaca), the default everywhere;
 * ``"phi3"`` — the shorter chat format of Phi-3 (``<|user|>`` / ``<|assistant|>``).
 
 Each style has a ``prompt`` function (instruction + optional input) and a
@@ -15,7 +15,7 @@ from typing import Callable, Dict, Mapping
 
 
 def format_input(entry: Mapping[str, str]) -> str:
-    """Alpaca prompt for ``entry`` (keys ``instruction`` and ``input``), as in the seed."""
+    """Alpaca prompt for ``entry`` (keys ``instruction`` and ``input``), as in the book."""
     instruction_text = (
         f"Below is an instruction that describes a task. "
         f"Write a response that appropriately completes the request."

@@ -18,6 +18,11 @@ def sft_model_filename(model_name: str) -> str:
     return f"{re.sub(r'[ ()]', '', model_name)}-sft.pth"
 
 
+def dpo_adapter_filename(model_name: str) -> str:
+    """``"gpt2-medium (355M)"`` -> ``"gpt2-medium355M-dpo-lora.pth"``: the DPO adapter (LoRA weights)."""
+    return sft_model_filename(model_name).replace("-sft.pth", "-dpo-lora.pth")
+
+
 @dataclass(frozen=True)
 class RunPaths:
     """Every file of one profile's run; the dataset and the downloaded models are shared."""
@@ -51,6 +56,8 @@ class RunPaths:
     losses_png = property(lambda self: self._file("perdas.png"))
     responses = property(lambda self: self._file("instruction-data-with-response.json"))
     responses_partial = property(lambda self: self._file("respostas-parciais.jsonl"))
+    verifiable_responses = property(lambda self: self._file("respostas-verificaveis.json"))
+    verifiable_partial = property(lambda self: self._file("respostas-verificaveis-parciais.jsonl"))
     evaluation_json = property(lambda self: self._file("avaliacao.json"))
     evaluation_png = property(lambda self: self._file("avaliacao.png"))
     scores = property(lambda self: self._file("pontuacoes.json"))
@@ -60,10 +67,23 @@ class RunPaths:
     # Replies of the test-double judge: kept apart so they never pass for a real judge's.
     simulated_judge_cache = property(lambda self: self._file("juiz-cache-simulado.jsonl"))
 
+    # Preference tuning (DPO, step `preferencia`): the preference data is shared like the dataset.
+    @property
+    def preference_data_file(self) -> Path:
+        return self.root / "instruction-data-with-preference.json"
+
+    def dpo_adapter(self, model_name: str) -> Path:
+        return self.run_dir / dpo_adapter_filename(model_name)
+
+    dpo_checkpoint = property(lambda self: self._file("dpo-checkpoint.pt"))
+    dpo_metrics = property(lambda self: self._file("dpo-metricas.json"))
+    dpo_png = property(lambda self: self._file("dpo.png"))
+    dpo_responses = property(lambda self: self._file("dpo-respostas.json"))
+
 
 def run_paths(profile: Profile, root: Optional[Path] = None) -> RunPaths:
     """The files of ``profile`` under ``root`` (default ``./saida`` or ``$LLMDEF_SAIDA``)."""
     return RunPaths(output_root(root), profile.name)
 
 
-__all__ = ["RunPaths", "run_paths", "sft_model_filename"]
+__all__ = ["RunPaths", "run_paths", "sft_model_filename", "dpo_adapter_filename"]

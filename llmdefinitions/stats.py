@@ -76,6 +76,11 @@ def format_decimal(value: float, digits: int = 2) -> str:
     return f"{value:.{digits}f}".replace(".", ",")
 
 
+def format_thousands(value: int) -> str:
+    """``406286336`` -> ``"406.286.336"``: pt-BR thousands separator for counts in prose and tables."""
+    return f"{int(value):,}".replace(",", ".")
+
+
 def _as_array(values: Sequence[float], what: str) -> np.ndarray:
     array = np.asarray([float(v) for v in values], dtype=float)
     if array.ndim != 1 or array.size == 0:
@@ -133,4 +138,5 @@ def paired_comparison(values_a: Sequence[float], values_b: Sequence[float],
 
 
 __all__ = ["Interval", "PairedComparison", "bootstrap_mean", "paired_comparison", "format_decimal",
+           "format_thousands",
            "DEFAULT_CONFIDENCE", "DEFAULT_RESAMPLES", "DEFAULT_SEED"]

@@ -1,19 +1,20 @@
-"""The GPT-2 tokenizer (tiktoken), working offline from the mirror when there is one.
+"""The GPT-2 tokenizer (tiktoken), fetched through the course's downloader.
 
-``tiktoken.get_encoding("gpt2")`` downloads ``encoder.json`` and ``vocab.bpe`` and caches
-each file in ``$TIKTOKEN_CACHE_DIR`` under the name ``sha1(url)``. When the offline mirror
-(``LLMDEF_MIRROR``) holds the two files, we place them in that cache under those names
-first, so the real ``get_encoding("gpt2")`` runs with no network at all.
+``tiktoken.get_encoding("gpt2")`` reads ``encoder.json`` and ``vocab.bpe`` from its cache
+folder (``$TIKTOKEN_CACHE_DIR``), each under the name ``sha1(url)``. We put the two files
+there first with :func:`~llmdefinitions.downloads.download_file`: from the offline mirror
+(``LLMDEF_MIRROR``) when it has them, else from OpenAI, and in both cases checked against
+their known sha256 — so a tampered mirror file is a clear error naming it, and the real
+``get_encoding("gpt2")`` then runs with no network at all.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
-from .downloads import TOKENIZER_URLS, KNOWN_SHA256, find_in_mirror, sha256_of
+from .downloads import TOKENIZER_URLS, download_file
 
 END_OF_TEXT = "<|endoftext|>"
 END_OF_TEXT_ID = 50256
@@ -38,27 +39,22 @@ def tiktoken_cache_dir() -> Path:
     return Path(tempfile.gettempdir()) / "data-gym-cache"
 
 
-def seed_tiktoken_cache_from_mirror() -> bool:
-    """Copy the mirror's tokenizer files into tiktoken's cache; True if both were there."""
-    sources = {url: find_in_mirror(url) for url in TOKENIZER_URLS.values()}
-    if any(path is None for path in sources.values()):
-        return False
+def ensure_tokenizer_files(progress: bool = False) -> Path:
+    """Place GPT-2's ``encoder.json`` and ``vocab.bpe`` in tiktoken's cache, verified; return the cache.
+
+    Files already there and intact are kept; others come from the mirror or the
+    network (a :class:`~llmdefinitions.downloads.DownloadError` in pt-BR if neither works).
+    """
     cache = tiktoken_cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
-    for url, source in sources.items():
-        target = cache / hashlib.sha1(url.encode()).hexdigest()
-        if target.is_file() and sha256_of(target) == KNOWN_SHA256[url]:
-            continue
-        tmp = target.with_name(target.name + ".part")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+    for url in TOKENIZER_URLS.values():
+        download_file(url, cache / hashlib.sha1(url.encode()).hexdigest(), progress=progress)
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(cache))
-    return True
+    return cache
 
 
 def get_gpt2_tokenizer():
-    """``tiktoken.get_encoding("gpt2")``, served from the offline mirror when available."""
+    """``tiktoken.get_encoding("gpt2")``, with its files from the offline mirror or the network."""
     import tiktoken
 
-    seed_tiktoken_cache_from_mirror()
+    ensure_tokenizer_files()
     return tiktoken.get_encoding("gpt2")

@@ -13,13 +13,16 @@ writes it. :func:`train_model` runs the same loop with options the pipeline uses
 * **mixed precision** (``precision``: fp32, bf16, fp16 with a gradient scaler);
 * **packed batches** (``inputs, targets, position_ids, segment_ids``, see
   :mod:`llmdefinitions.packing`) and logits computed only where a target counts;
-* ``max_steps`` to stop early (quick profiles).
+* ``max_steps`` to stop early (quick profiles);
+* **several processes** (``parallel``, a :class:`llmdefinitions.distributed.Distributed`
+  under torchrun: DDP or FSDP2), with the same steps as one process.
 
 With its default options it computes the book's losses on the same batches (tested).
 Checkpoints hold only tensors and plain values, and load with ``weights_only=True``.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import warnings
@@ -173,20 +176,44 @@ class TrainState:
     rng_state: Optional[torch.Tensor] = None         # RNG when the checkpoint was written
 
 
-def save_checkpoint(path: PathLike, model, optimizer, state: TrainState, scaler=None) -> Path:
-    """Model, optimizer and progress in one file (tensors and plain values only), written atomically."""
+def save_checkpoint(path: PathLike, model, optimizer, state: TrainState, scaler=None,
+                    parallel=None) -> Path:
+    """Model, optimizer and progress in one file (tensors and plain values only), written atomically.
+
+    With ``parallel`` every process must call it: the full state is gathered, rank 0
+    writes, and all return once the file is complete.
+    """
     state.rng_state = torch.get_rng_state()
-    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+    if parallel is None:
+        model_state, optimizer_state = model.state_dict(), optimizer.state_dict()
+    else:
+        model_state, optimizer_state = parallel.state_dicts(model, optimizer)
+    payload = {"model": model_state, "optimizer": optimizer_state,
                "state": dict(state.__dict__), "scaler": scaler.state_dict() if scaler else None}
+    if parallel is not None:
+        payload["layout"] = parallel.layout()
+        if parallel.is_main:
+            save_tensors(payload, path)
+        parallel.barrier()
+        return Path(path)
     return save_tensors(payload, path)
 
 
-def load_checkpoint(path: PathLike, model, optimizer, device, scaler=None) -> TrainState:
+def load_checkpoint(path: PathLike, model, optimizer, device, scaler=None, parallel=None) -> TrainState:
     """Restore what :func:`save_checkpoint` wrote (``weights_only=True``); returns the progress."""
-    payload = load_tensors(path, map_location=device, what="checkpoint de treino")
+    payload = load_tensors(path, map_location="cpu" if parallel else device, what="checkpoint de treino")
+    layout = parallel.layout() if parallel is not None else None
+    saved = payload.get("layout") if isinstance(payload, dict) else None
+    if saved != layout:
+        raise ValueError(f"O checkpoint de treino '{path}' é de um treino com outra divisão dos dados "
+                         f"({saved or 'um processo só'}; agora: {layout or 'um processo só'}). "
+                         "Retome do mesmo jeito que começou, ou use --refazer para recomeçar.")
     try:
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
+        if parallel is None:
+            model.load_state_dict(payload["model"])
+            optimizer.load_state_dict(payload["optimizer"])
+        else:
+            parallel.load_state_dicts(model, optimizer, payload["model"], payload["optimizer"])
         state = TrainState(**payload["state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -215,12 +242,16 @@ def train_model(model, train_loader, val_loader, optimizer, device, num_epochs: 
                 checkpoint_path: Optional[PathLike] = None, checkpoint_every: int = 0,
                 resume: bool = False, max_steps: Optional[int] = None,
                 print_samples: bool = True, progress: bool = True,
-                log: Log = print, on_step: Optional[Callable[[TrainState], None]] = None) -> TrainHistory:
+                log: Log = print, on_step: Optional[Callable[[TrainState], None]] = None,
+                parallel=None) -> TrainHistory:
     """The book's ``train_model_simple`` with the options of this module's docstring.
 
     Every ``eval_freq`` optimizer steps the losses over ``eval_iter`` batches are recorded
     and logged in the book's format; after each epoch a sample answer to ``start_context``
     is printed (``print_samples``). ``on_step(state)`` is called after every optimizer step.
+    With ``parallel`` (see :mod:`llmdefinitions.distributed`) the model has been prepared
+    by it, the loaders are this process's shares, and ``grad_accum_steps`` counts this
+    process's batches.
     """
     from tqdm.auto import tqdm
 
@@ -230,7 +261,7 @@ def train_model(model, train_loader, val_loader, optimizer, device, num_epochs: 
     scaler = make_grad_scaler(device, precision)
     state = TrainState()
     if resume and checkpoint_path and Path(checkpoint_path).is_file():
-        state = load_checkpoint(checkpoint_path, model, optimizer, device, scaler)
+        state = load_checkpoint(checkpoint_path, model, optimizer, device, scaler, parallel)
         log(f"Retomando do checkpoint '{checkpoint_path}': época {state.epoch + 1}, "
             f"passo {state.global_step + 1}.")
     base_lrs = [group["lr"] for group in optimizer.param_groups]
@@ -261,20 +292,20 @@ def train_model(model, train_loader, val_loader, optimizer, device, num_epochs: 
                     for param_group, base in zip(optimizer.param_groups, base_lrs):
                         param_group["lr"] = lr_at_step(step, total_steps, warmup_steps, lr_schedule,
                                                        base, min_lr_ratio)
-                _optimizer_step(model, optimizer, group, device, precision, scaler, grad_clip)
-                state.tokens_seen += sum(b[0].numel() for b in group)
+                state.tokens_seen += _optimizer_step(model, optimizer, group, device, precision, scaler,
+                                                     grad_clip, parallel)
                 state.global_step, state.batch_in_epoch, group = step, batch_index + 1, []
                 bar.update(1)
                 if state.global_step % eval_freq == 0:
-                    train_loss, val_loss = evaluate(model, train_loader, val_loader, device,
-                                                    eval_iter, precision)
+                    train_loss, val_loss = (parallel.evaluate if parallel else evaluate)(
+                        model, train_loader, val_loader, device, eval_iter, precision)
                     state.train_losses.append(train_loss)
                     state.val_losses.append(val_loss)
                     state.track_tokens_seen.append(state.tokens_seen)
                     write(f"Ep {epoch + 1} (Step {state.global_step:06d}): "
                           f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}")
                 if checkpoint_path and checkpoint_every and state.global_step % checkpoint_every == 0:
-                    save_checkpoint(checkpoint_path, model, optimizer, state, scaler)
+                    save_checkpoint(checkpoint_path, model, optimizer, state, scaler, parallel)
                 if on_step is not None:
                     on_step(state)
                 if reached_max_steps():
@@ -286,7 +317,7 @@ def train_model(model, train_loader, val_loader, optimizer, device, num_epochs: 
             if finished_epoch:
                 state.epoch, state.batch_in_epoch, state.epoch_rng_state = epoch + 1, 0, None
             if checkpoint_path:
-                save_checkpoint(checkpoint_path, model, optimizer, state, scaler)
+                save_checkpoint(checkpoint_path, model, optimizer, state, scaler, parallel)
             if not finished_epoch:                     # stopped by max_steps in mid-epoch
                 break
     finally:
@@ -299,8 +330,12 @@ def _epoch_batches(train_loader, state: TrainState, epoch: int):
 
     The loader's shuffle is drawn from torch's RNG when its first batch is taken, so the
     RNG state at the start of the epoch is saved (and restored on resume) to replay the
-    same order; then the RNG continues from where the checkpoint left it.
+    same order; then the RNG continues from where the checkpoint left it. A sampler with
+    ``set_epoch`` (``DistributedSampler``) is told the epoch: its shuffle comes from it.
     """
+    set_epoch = getattr(getattr(train_loader, "sampler", None), "set_epoch", None)
+    if set_epoch is not None:
+        set_epoch(epoch)
     resuming = state.epoch_rng_state is not None and epoch == state.epoch and state.batch_in_epoch
     if resuming:
         torch.set_rng_state(state.epoch_rng_state)
@@ -315,18 +350,29 @@ def _epoch_batches(train_loader, state: TrainState, epoch: int):
     return itertools.islice(enumerate(batches), state.batch_in_epoch if resuming else 0, None)
 
 
-def _optimizer_step(model, optimizer, group, device, precision, scaler, grad_clip) -> None:
-    """One optimizer step over the accumulated batches, normalized by their target tokens."""
+def _optimizer_step(model, optimizer, group, device, precision, scaler, grad_clip, parallel=None) -> int:
+    """One optimizer step over the accumulated batches, normalized by their target tokens.
+
+    With ``parallel``, by the target tokens of every process's batches; returns the
+    input tokens of the step (all processes).
+    """
     optimizer.zero_grad()
     total = sum(int((b[1] != IGNORE_INDEX).sum()) for b in group)
+    tokens = sum(b[0].numel() for b in group)
+    loss_model, scale = model, 1.0
+    if parallel is not None:
+        total, tokens = (int(x) for x in parallel.sum(total, tokens))
+        loss_model, scale = parallel.loss_model(model), parallel.loss_scale
     if total == 0:
         warnings.warn("Passo sem nenhum token-alvo (todos -100): gradiente zero.", RuntimeWarning,
                       stacklevel=3)
-    for batch in group:
-        with autocast(device, precision):
-            loss, _ = loss_sum_and_count(batch, model, device)
-        loss = loss / max(total, 1)
-        (scaler.scale(loss) if scaler else loss).backward()
+    for index, batch in enumerate(group):
+        last = index == len(group) - 1
+        with (parallel.gradient_sync(model, last) if parallel else contextlib.nullcontext()):
+            with autocast(device, precision):
+                loss, _ = loss_sum_and_count(batch, loss_model, device)
+            loss = loss * scale / max(total, 1)
+            (scaler.scale(loss) if scaler else loss).backward()
     if scaler:
         scaler.unscale_(optimizer)
     if grad_clip is not None:
@@ -336,6 +382,7 @@ def _optimizer_step(model, optimizer, group, device, precision, scaler, grad_cli
         scaler.update()
     else:
         optimizer.step()
+    return tokens
 
 
 # --------------------------------------------------------------------------- optimizer, compile

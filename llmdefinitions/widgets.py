@@ -18,6 +18,7 @@ import html
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from .prompts import get_prompt_style
+from .tokenizer import END_OF_TEXT_ID
 
 PIECE_SYMBOLS = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5"}   # ␣ ↵ ⇥
 _BOX = "font-family: monospace; white-space: pre-wrap; padding: 6px; border-radius: 4px;"
@@ -70,7 +71,7 @@ def render_entry(entry: Mapping[str, str], tokenizer, index: Optional[int] = Non
     prompt_style = get_prompt_style(style)
     prompt_text = prompt_style.prompt(entry)       # what instruction masking hides
     ids, prompt_length = entry_tokens(entry, tokenizer, style)
-    title = "Entrada" if index is None else f"Entrada {index}" + (f" (de {total}, contando do 0)" if total else "")
+    title = "Amostra" if index is None else f"Amostra {index}" + (f" (de {total}, contando do 0)" if total else "")
     chips = []
     for position, token_id in enumerate(ids):
         piece = tokenizer.decode([token_id])
@@ -102,7 +103,7 @@ def dataset_browser(data: Sequence[Mapping[str, str]], tokenizer, prompt_style: 
     widgets = _ipywidgets()
     validate_entries(list(data), "dataset_browser")
     get_prompt_style(prompt_style)                       # fail now, with the list of styles
-    slider = widgets.IntSlider(value=0, min=0, max=len(data) - 1, description="Entrada",
+    slider = widgets.IntSlider(value=0, min=0, max=len(data) - 1, description="Amostra",
                                continuous_update=False,
                                layout=widgets.Layout(width="60%"))
     view = widgets.HTML()
@@ -127,7 +128,7 @@ def instruction_prompt(instruction: str, input_text: str = "", style: str = "alp
 
 def run_generation(model, tokenizer, prompt: str, temperature: float = 0.0,
                    top_k: Optional[int] = None, max_new_tokens: int = 50, device=None,
-                   eos_id: Optional[int] = 50256, seed: Optional[int] = None) -> str:
+                   eos_id: Optional[int] = END_OF_TEXT_ID, seed: Optional[int] = None) -> str:
     """The text the model writes after ``prompt`` (the prompt itself not included).
 
     ``temperature=0`` is greedy; ``top_k`` of ``None`` or 0 keeps every token; stops

@@ -6,8 +6,21 @@ from llmdefinitions.data import custom_collate_fn
 from llmdefinitions.model import GPTModel
 
 VOCAB = 50
-CFG = {"vocab_size": VOCAB, "context_length": 32, "emb_dim": 32, "n_heads": 2, "n_layers": 2,
-       "drop_rate": 0.0, "qkv_bias": True}
+
+
+def tiny_config(**overrides) -> dict:
+    """A GPT-2-shaped config small enough for a test (every test's tiny model starts here)."""
+    return {"vocab_size": 50257, "context_length": 64, "emb_dim": 32, "n_heads": 2, "n_layers": 2,
+            "drop_rate": 0.0, "qkv_bias": True, **overrides}
+
+
+def tiny_gpt(cfg: dict, seed: int = 0) -> GPTModel:
+    """``GPTModel(cfg)`` with weights drawn after ``torch.manual_seed(seed)``."""
+    torch.manual_seed(seed)
+    return GPTModel(cfg)
+
+
+CFG = tiny_config(vocab_size=VOCAB, context_length=32)
 
 
 class CharTokenizer:
@@ -36,5 +49,4 @@ def padded_loader(samples, batch_size=4, shuffle=False):
 
 
 def new_model(seed=0):
-    torch.manual_seed(seed)
-    return GPTModel(CFG)
+    return tiny_gpt(CFG, seed)

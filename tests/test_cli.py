@@ -29,18 +29,19 @@ from llmdefinitions.runs import sft_model_filename
 REPO = Path(__file__).resolve().parents[1]
 import shared_data  # noqa: E402  (tests/shared_data.py)
 
-MIRROR = shared_data.locate()   # ../shared/data, or the same public files downloaded
 PROFILE = load_profile("teste")
 MODEL_FILE = sft_model_filename(PROFILE.model_name)
 RESPONSE_KEYS = {"instruction", "input", "output", "model_response"}
 
 
+def _mirror() -> Path:
+    """The public files (tests/shared_data.py), found when a test first needs them."""
+    return shared_data.locate()
+
+
 def _env(tiktoken_cache: Path, **extra) -> dict:
-    if not (MIRROR / "instruction-data.json").is_file():
-        pytest.fail(f"Pasta de dados compartilhada não encontrada em {MIRROR} "
-                    "(o CI a coloca ao lado do repositório como ../shared/data).")
     env = {k: v for k, v in os.environ.items() if k not in ("LLMDEF_PERFIL", "LLMDEF_SAIDA")}
-    env.update(LLMDEF_MIRROR=str(MIRROR), TIKTOKEN_CACHE_DIR=str(tiktoken_cache),
+    env.update(LLMDEF_MIRROR=str(_mirror()), TIKTOKEN_CACHE_DIR=str(tiktoken_cache),
                PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
                PYTHONIOENCODING="utf-8", **extra)
     return env
@@ -165,7 +166,7 @@ def test_run_folder_holds_every_output(pipeline_run):
     # Evaluations at steps 0 and 2 of 4: the interrupted run's first one was kept on resume.
     assert len(losses["train_losses"]) == len(losses["val_losses"]) == len(losses["tokens_seen"]) == 2
     assert all(math.isfinite(x) for x in losses["train_losses"] + losses["val_losses"])
-    for png in ("perdas.png", "comprimentos.png", "pontuacoes.png"):
+    for png in ("perdas.png", "comprimentos.png", "pontuacoes.png", "avaliacao.png"):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     assert "Relatório de qualidade dos dados" in (run_dir / "qualidade-dados.txt").read_text(encoding="utf-8")
 
@@ -173,7 +174,7 @@ def test_run_folder_holds_every_output(pipeline_run):
     GPTModel(get_config(PROFILE.model_name)).load_state_dict(state)
 
     responses = json.loads((run_dir / "instruction-data-with-response.json").read_text(encoding="utf-8"))
-    test_split = split_data(json.loads((MIRROR / "instruction-data.json").read_text(encoding="utf-8"))).test
+    test_split = split_data(json.loads((_mirror() / "instruction-data.json").read_text(encoding="utf-8"))).test
     assert len(responses) == PROFILE.test_items
     assert all(set(r) == RESPONSE_KEYS and isinstance(r["model_response"], str) for r in responses)
     assert [r["instruction"] for r in responses] == [e["instruction"] for e in test_split[:PROFILE.test_items]]
@@ -186,6 +187,14 @@ def test_run_folder_holds_every_output(pipeline_run):
     summary = json.loads((run_dir / "pontuacoes-resumo.json").read_text(encoding="utf-8"))
     assert summary["simulated"] is True and summary["n_total"] == len(responses)
     assert summary["n_scored"] == sum(s["score"] is not None for s in scores)
+
+    evaluation = json.loads((run_dir / "avaliacao.json").read_text(encoding="utf-8"))
+    assert evaluation["n"] == len(responses) and evaluation["juiz"]["simulado"] is True
+    for metric in ("exact_match", "token_f1", "rouge_l", "bleu", "chrf"):
+        interval = evaluation["metricas"]["metrics"][metric]["interval"]
+        assert 0 <= interval["low"] <= interval["estimate"] <= interval["high"] <= 100, metric
+    verifiable = json.loads((run_dir / "respostas-verificaveis.json").read_text(encoding="utf-8"))
+    assert len(verifiable) == evaluation["verificaveis"]["n_prompts"] >= 120
 
 
 def test_deleting_the_responses_reruns_only_generation_and_judge(pipeline_run, cli_runner, capsys):
@@ -225,10 +234,10 @@ def test_unreachable_judge_says_what_to_do(pipeline_run, capsys):
     err = capsys.readouterr().err
     assert code == cli.EXIT_ERROR
     assert f"O juiz não está disponível em {url}" in err
-    assert "ollama serve" in err and "--juiz-simulado" in err and "rode o mesmo comando de novo" in err
-    # The simulated scores are still there, marked as such.
-    summary = json.loads((pipeline_run["run_dir"] / "pontuacoes-resumo.json").read_text(encoding="utf-8"))
-    assert summary["simulated"] is True
+    assert "ollama serve" in err and "rode o mesmo comando de novo" in err
+    # The metrics that need no judge were computed and saved; the judge is recorded as failed.
+    evaluation = json.loads((pipeline_run["run_dir"] / "avaliacao.json").read_text(encoding="utf-8"))
+    assert evaluation["juiz"]["status"] == "falhou" and evaluation["metricas"]["n"] == PROFILE.test_items
 
 
 def test_unknown_profile_in_a_subprocess_exits_2_without_traceback(cli_runner, tmp_path):
@@ -306,3 +315,50 @@ def test_a_checkpoint_that_would_run_code_is_refused_on_resume(cli_runner, tmp_p
     assert "recusado por segurança" in result.stderr and "weights_only=False" not in result.stderr
     assert not marker.exists()
     _no_traceback(result)
+
+
+def test_no_judge_asked_and_none_answering_is_skipped_not_an_error(cli_runner, tmp_path):
+    """The book's published answers, scored with no server: metrics and intervals, judge skipped, exit 0."""
+    book = _mirror() / "instruction-data-with-response.json"
+    closed = f"http://127.0.0.1:{_closed_port()}/api/chat"
+    result = cli_runner.run("avaliar", "--perfil", "rapido", "--saida", tmp_path, "--respostas", book,
+                            LLMDEF_JUIZ_URL=closed)
+    assert result.returncode == 0, result.stderr[-2000:]
+    _no_traceback(result)
+    assert "Juiz pulado" in result.stdout and "ollama serve" in result.stdout
+    evaluation = json.loads((tmp_path / "rapido" / "avaliacao.json").read_text(encoding="utf-8"))
+    assert evaluation["n"] == 110 and evaluation["juiz"]["status"] == "pulado"
+    em = evaluation["metricas"]["metrics"]["exact_match"]["interval"]
+    assert em["low"] < em["estimate"] < em["high"]
+
+
+def test_a_bad_responses_file_names_the_item_and_writes_nothing(tmp_path, capsys):
+    bad = tmp_path / "respostas.json"
+    bad.write_text(json.dumps([{"instruction": "a", "input": "", "output": "b", "model_response": "c"},
+                               {"instruction": "a", "input": "", "output": "b"}]), encoding="utf-8")
+    code = cli.main(["avaliar", "--perfil", "teste", "--saida", str(tmp_path / "saida"), "--respostas", str(bad)])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_ERROR and "model_response" in err and "1" in err and str(bad) in err
+    assert not (tmp_path / "saida" / "teste" / "avaliacao.json").exists()
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path, capsys):
+    from llmdefinitions.io import folder_lock
+
+    with folder_lock(tmp_path / "teste"):                      # another run holds the folder
+        code = cli.main(["preparar", "--perfil", "teste", "--saida", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_ERROR and str(os.getpid()) in err and "teste" in err
+    assert not (tmp_path / "instruction-data.json").exists()    # nothing was done twice
+
+
+@pytest.mark.slow
+def test_the_main_command_runs_where_tensorflow_cannot_be_imported(cli_runner, tmp_path):
+    """TensorFlow is only for reading OpenAI's original checkpoint: the whole chain runs without it."""
+    code = ("import sys; sys.modules['tensorflow'] = None\n"       # `import tensorflow` now fails
+            "from llmdefinitions.cli import main; sys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", code, "tudo", "--perfil", "teste", "--saida", str(tmp_path),
+                             "--juiz-simulado"], cwd=cli_runner.workdir, env=_env(cli_runner.tiktoken_cache),
+                            capture_output=True, text=True, encoding="utf-8", timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "teste" / "avaliacao.json").is_file()

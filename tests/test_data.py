@@ -12,14 +12,14 @@ from llmdefinitions.prompts import format_input, format_input_phi3, get_prompt_s
 TOY = ([0, 1, 2, 3, 4], [5, 6], [7, 8, 9])
 
 
-def test_toy_batch_gives_the_seeds_tensors():
+def test_toy_batch_gives_the_books_tensors():
     inputs, targets = custom_collate_fn(TOY)
     assert inputs.tolist() == [[0, 1, 2, 3, 4], [5, 6, 50256, 50256, 50256], [7, 8, 9, 50256, 50256]]
     assert targets.tolist() == [[1, 2, 3, 4, 50256], [6, 50256, -100, -100, -100], [8, 9, 50256, -100, -100]]
 
 
-def seed_collate(batch, pad_token_id=50256, ignore_index=-100, allowed_max_length=None):
-    """The seed's final collate, verbatim in logic (masks by token value)."""
+def book_collate(batch, pad_token_id=50256, ignore_index=-100, allowed_max_length=None):
+    """The book's final collate, verbatim in logic (masks by token value)."""
     batch_max_length = max(len(item) + 1 for item in batch)
     inputs_lst, targets_lst = [], []
     for item in batch:
@@ -36,22 +36,22 @@ def seed_collate(batch, pad_token_id=50256, ignore_index=-100, allowed_max_lengt
     return torch.stack(inputs_lst), torch.stack(targets_lst)
 
 
-def test_matches_the_seed_on_ordinary_batches():
+def test_matches_the_book_on_ordinary_batches():
     rng = torch.Generator().manual_seed(0)
     for _ in range(20):
         batch = [torch.randint(0, 50000, (int(n),), generator=rng).tolist()
                  for n in torch.randint(1, 30, (5,), generator=rng)]
         for limit in (None, 7):
-            ours, seed = custom_collate_fn(batch, allowed_max_length=limit), seed_collate(batch, allowed_max_length=limit)
-            assert torch.equal(ours[0], seed[0]) and torch.equal(ours[1], seed[1])
+            ours, book = custom_collate_fn(batch, allowed_max_length=limit), book_collate(batch, allowed_max_length=limit)
+            assert torch.equal(ours[0], book[0]) and torch.equal(ours[1], book[1])
 
 
 def test_an_end_of_text_id_inside_the_content_keeps_the_real_target():
     batch = [[0, 50256, 2], [5, 6, 7, 8, 9]]
     _, targets = custom_collate_fn(batch)
     assert targets[0].tolist() == [50256, 2, 50256, -100, -100]   # content 50256 kept, eos at position 2
-    _, seed_targets = seed_collate(batch)
-    assert seed_targets[0].tolist() == [50256, 2, -100, -100, -100]  # the seed masks the real end-of-text
+    _, book_targets = book_collate(batch)
+    assert book_targets[0].tolist() == [50256, 2, -100, -100, -100]  # the book masks the real end-of-text
 
 
 def test_truncation_keeps_targets_the_shift_of_inputs():
@@ -95,7 +95,7 @@ def test_ignore_index_cross_entropy_demo():
     assert loss_1 == loss_3
 
 
-def test_alpaca_prompt_is_the_seeds_text():
+def test_alpaca_prompt_is_the_books_text():
     entry = {"instruction": "Identify the correct spelling.", "input": "Occassion", "output": "Occasion"}
     assert format_input(entry) == (
         "Below is an instruction that describes a task. Write a response that appropriately completes the request."
@@ -118,7 +118,7 @@ def test_dataset_tokenizes_prompt_and_response(gpt2_tokenizer):
     assert gpt2_tokenizer.decode(ids[prompt_length:]) == "\n\n### Response:\n" + entry["output"]
 
 
-def test_split_sizes_follow_the_seed(mirror, tmp_path):
+def test_split_sizes_follow_the_book(mirror, tmp_path):
     data = download_and_load_file(tmp_path / "instruction-data.json")
     train, test, val = split_data(data)
     assert (len(data), len(train), len(test), len(val)) == (1100, 935, 110, 55)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import re
 from pathlib import Path
@@ -28,19 +27,6 @@ from llmdefinitions.data_quality import (
 )
 from llmdefinitions.prompts import get_prompt_style
 
-import shared_data  # noqa: E402  (tests/shared_data.py)
-
-SHARED_DATA = shared_data.locate()   # ../shared/data, or the same public files downloaded
-REAL_DATA = SHARED_DATA / "instruction-data.json"
-
-
-def _need(path: Path) -> Path:
-    if not path.exists():
-        pytest.fail(
-            f"Arquivo necessário ausente: {path}. Estes testes usam a cópia offline em "
-            "shared/data (veja shared/data/README.md)."
-        )
-    return path
 
 
 # The real GPT-2 tokenizer comes from the `gpt2_tokenizer` fixture of tests/conftest.py.
@@ -283,7 +269,7 @@ def test_report_table_shows_the_counts(capsys):
     assert len(report.splits["train"].near_duplicates) >= 1
     table = report.to_table()
     assert "Duplicatas exatas" in table and "Quase duplicatas" in table
-    assert _row_numbers(table, "Exemplos") == [len(train), 2, 3, len(train) + 5]
+    assert _row_numbers(table, "Amostras") == [len(train), 2, 3, len(train) + 5]
     assert _row_numbers(table, "Duplicatas exatas: grupos") == [2, 0, 0, 5]
     assert _row_numbers(table, "Duplicatas exatas: cópias a mais") == [3, 0, 0, 6]
     near = [len(report.splits[s].near_duplicates) for s in ("train", "val", "test", "all")]
@@ -334,8 +320,8 @@ def test_plot_length_histogram_saves_png(tmp_path):
 # ---------------------------------------------------------------- the real dataset
 
 
-def test_real_dataset_counts_agree_with_brute_force(gpt2_tokenizer):
-    data = json.loads(_need(REAL_DATA).read_text(encoding="utf-8"))
+def test_real_dataset_counts_agree_with_brute_force(gpt2_tokenizer, entries):
+    data = entries
     assert len(data) == 1100
     train, test, val = data[:935], data[935:1045], data[1045:]  # the course's 85/10/5 split
     report = quality_report(train, val, test, tokenizer=gpt2_tokenizer)
@@ -398,3 +384,74 @@ def test_real_dataset_counts_agree_with_brute_force(gpt2_tokenizer):
         "val_near_train_0.9": 0,
     }
     assert report.splits["all"].lengths.over_context == 0
+
+
+# ---------------------------------------------------------------- MinHash + LSH
+
+
+def test_lsh_bands_are_the_most_selective_that_keep_the_miss_chance_small():
+    from llmdefinitions.data_quality import LSH_MISS, NUM_PERM, lsh_bands
+
+    for threshold in (0.3, 0.5, 0.8, 0.9, 0.95):
+        bands, rows = lsh_bands(threshold)
+        assert bands * rows <= NUM_PERM
+        assert (1 - threshold ** rows) ** bands <= LSH_MISS
+        more_rows = rows + 1
+        assert (1 - threshold ** more_rows) ** (NUM_PERM // more_rows) > LSH_MISS
+    assert lsh_bands(0.9) == (18, 7)
+
+
+def test_real_dataset_near_pairs_equal_all_pairs_at_several_thresholds(entries):
+    data = entries
+    keys = [entry_key(e) for e in data]
+    sets = [shingles(k) for k in keys]
+    sims = {(i, j): jaccard(sets[i], sets[j]) for i, j in itertools.combinations(range(len(data)), 2)}
+    for threshold in (0.6, 0.75, 0.9):
+        brute = {pair for pair, sim in sims.items() if sim >= threshold and keys[pair[0]] != keys[pair[1]]}
+        found = near_duplicates(data, threshold=threshold)
+        assert {(p.i, p.j) for p in found} == brute, threshold
+        assert all(p.similarity == sims[(p.i, p.j)] for p in found)
+    assert len(brute) == 2
+
+
+def test_progress_bars_only_when_asked_or_large(capsys):
+    data = [entry(s) for s in random_sentences(50, seed=2)]
+    near_duplicates(data)
+    assert "MinHash" not in capsys.readouterr().err
+    near_duplicates(data, progress=True)
+    assert "MinHash" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- over-length entries
+
+
+def test_overlength_entries_are_exactly_those_the_collate_cuts(gpt2_tokenizer, entries):
+    from llmdefinitions.data import InstructionDataset, custom_collate_fn
+    from llmdefinitions.data_quality import overlength_entries
+
+    data = entries[:60]
+    max_length = 70
+    found = overlength_entries(data, gpt2_tokenizer, max_length)
+    assert 0 < len(found) < len(data)
+    dataset = InstructionDataset(data, gpt2_tokenizer)
+    cut = []
+    for index in range(len(data)):
+        _, targets = custom_collate_fn([dataset[index]], allowed_max_length=max_length)
+        if 50256 not in targets[0].tolist():          # the end-of-text target did not survive
+            cut.append((index, len(dataset[index])))
+    assert found == cut
+
+
+def test_report_lists_overlength_entries_by_split_and_index():
+    tok = WordTokenizer()
+    short, long_ = entry("a b", "", "c"), entry("a b", "", " ".join(["w"] * 40))
+    report = quality_report([short, long_, short], [long_], [short], tokenizer=tok, context_length=30)
+    assert report.splits["train"].lengths.over_context_entries == [(1, report.splits["train"].lengths.total_lengths[1])]
+    table = report.to_table()
+    assert "Amostras mais longas que o contexto (30 tokens)" in table
+    assert re.search(r"^  treino: #1 \(\d+ tokens\)$", table, re.MULTILINE)
+    assert re.search(r"^  validação: #0 \(\d+ tokens\)$", table, re.MULTILINE)
+    assert "teste: #" not in table
+    fine = quality_report([short], [short], [short], tokenizer=tok, context_length=30).to_table()
+    assert "Amostras mais longas que o contexto (30 tokens): o collate corta o fim da resposta, que não " \
+           "entra na perda: nenhum." in fine

@@ -1,13 +1,13 @@
-"""Helpers of notebook 09 (exercises): the Alpaca 52K slice the ``teste`` profile reads.
+"""Helpers of notebook 12 (exercises): the Alpaca 52K slice the ``teste`` profile reads.
 
-Notebook 09 loads Stanford's Alpaca 52K (``alpaca_data.json``, about 22 MB) with
+Notebook 12 loads Stanford's Alpaca 52K (``alpaca_data.json``, about 22 MB) with
 ``download_and_load_file(paths.root / "alpaca_data.json", ALPACA_URL)``, which skips the
 download when the file exists. CI has no internet and the offline mirror has no copy,
 so in the ``teste`` profile the file is a small slice written beforehand: 60 entries
 of the course's own dataset (``instruction-data.json``), which already has Alpaca 52K's
 keys (``instruction``, ``input``, ``output``).
 
-Write the slice by hand (e.g. before ``python tools/nbbuild.py 09``)::
+Write the slice by hand (e.g. before ``python tools/notebooks.py executar 12``)::
 
     python tests/test_exercises.py [destination]   # default: notebooks/saida/alpaca_data.json
 """
@@ -80,7 +80,7 @@ def test_slice_size_is_checked(course_entries):
 
 
 def test_notebook_reads_the_slice_without_network(shared_data, tmp_path, monkeypatch):
-    """What notebook 09 does in the `teste` profile: the file exists, so nothing is downloaded."""
+    """What notebook 12 does in the `teste` profile: the file exists, so nothing is downloaded."""
     import llmdefinitions.data as data
     from llmdefinitions.data import download_and_load_file, split_data
     from llmdefinitions.profiles import load_profile

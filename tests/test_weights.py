@@ -1,5 +1,6 @@
 """Weight loading: parity with Hugging Face's GPT-2 through both routes, and bad checkpoints."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,7 +151,7 @@ def test_missing_tensor_is_named(tmp_path, hf_model):
     tensors = {"wte.weight": params["wte"], "wpe.weight": params["wpe"], "ln_f.weight": params["g"],
                "ln_f.bias": params["b"], "h.0.attn.c_attn.weight": params["blocks"][0]["attn"]["c_attn"]["w"]}
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp_path / "model.safetensors"))
-    with pytest.raises(CheckpointError, match="h0/attn/c_attn/b"):
+    with pytest.raises(CheckpointError, match=r"h\.0\.attn\.c_attn\.bias"):
         load_gpt2_params_from_safetensors(tmp_path / "model.safetensors")
 
 
@@ -159,3 +160,81 @@ def test_hparams_written_as_openai_does(tmp_path, hf_model):
     assert json.loads((tmp_path / "hparams.json").read_text()) == {
         "n_vocab": VOCAB, "n_ctx": N_CTX, "n_embd": N_EMBD, "n_head": N_HEAD, "n_layer": N_LAYER}
     assert (tmp_path / "checkpoint").read_text().startswith('model_checkpoint_path: "model.ckpt"')
+
+
+# --------------------------------------------------------------------------- the safetensors route
+def test_downloaded_model_folder_is_checked_whole_and_bad_files_fetched_again(tmp_path, monkeypatch, capsys):
+    """A folder of the safetensors route with a cut or missing file gets it again (here: from the mirror)."""
+    from llmdefinitions import downloads
+    from llmdefinitions.weights import load_gpt2_params
+
+    url = downloads.hf_url("openai-community/gpt2", "model.safetensors")
+    monkeypatch.delitem(downloads.KNOWN_SHA256, url)     # the mirror holds a small stand-in model
+    torch.manual_seed(4)
+    model = GPTModel(CFG)
+    mirror = tmp_path / "espelho"
+    write_gpt2_safetensors(params_from_gpt(model), settings_from_cfg(CFG), mirror / "hf" / "openai-community" / "gpt2")
+    monkeypatch.setenv("LLMDEF_MIRROR", str(mirror))
+    models = tmp_path / "modelos"
+    settings, params = load_gpt2_params("124M", models)
+    folder = models / "hf-124M"
+    assert sorted(p.name for p in folder.iterdir()) == [".verificado.json", "config.json", "model.safetensors"]
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])           # cut short
+    (folder / "config.json").write_text("{", encoding="utf-8")  # not JSON any more
+    capsys.readouterr()
+    _, again = load_gpt2_params("124M", models)
+    err = capsys.readouterr().err
+    assert "config.json" in err and "model.safetensors" in err  # both copied again from the mirror
+    np.testing.assert_array_equal(again["wte"], params["wte"])
+    weights.unlink()
+    load_gpt2_params("124M", models)
+    assert weights.is_file()
+
+
+def test_load_gpt2_params_routes_and_rejects_an_unknown_source(tmp_path, hf_model):
+    from llmdefinitions.weights import load_gpt2_params
+
+    write_gpt2_tf_checkpoint(hf_params(hf_model), settings_from_cfg(CFG), tmp_path / "tiny")
+    settings, params = load_gpt2_params("tiny", tmp_path, source="tf")
+    assert settings["n_layer"] == N_LAYER and max_logit_difference(hf_model, params) <= 1e-4
+    with pytest.raises(ValueError, match="Origem de pesos desconhecida: 'pt'"):
+        load_gpt2_params("tiny", tmp_path, source="pt")
+
+
+def test_tiny_checkpoint_holds_the_model_its_seed_makes(tmp_path):
+    from llmdefinitions.weights import ensure_tiny_checkpoint, load_gpt2_params, write_random_gpt2_checkpoint
+
+    ensure_tiny_checkpoint(CFG, tmp_path / "a", seed=9)
+    write_random_gpt2_checkpoint(CFG, tmp_path / "b", seed=9, fmt="safetensors")   # the same recipe, by hand
+    _, ours = load_gpt2_params("tiny", tmp_path / "a")
+    by_hand = load_gpt2_params_from_safetensors(tmp_path / "b" / "model.safetensors")
+    x = torch.randint(0, VOCAB, (1, 8))
+    torch.testing.assert_close(load_weights_into_gpt(GPTModel(CFG), ours).eval()(x),
+                               load_weights_into_gpt(GPTModel(CFG), by_hand).eval()(x), rtol=0, atol=0)
+
+
+def test_a_verified_model_is_not_hashed_again_until_a_file_changes(tmp_path, monkeypatch):
+    from llmdefinitions import downloads
+    from llmdefinitions.weights import load_gpt2_params
+
+    url = downloads.hf_url("openai-community/gpt2", "model.safetensors")
+    torch.manual_seed(4)
+    mirror = tmp_path / "espelho" / "hf" / "openai-community" / "gpt2"
+    write_gpt2_safetensors(params_from_gpt(GPTModel(CFG)), settings_from_cfg(CFG), mirror)
+    monkeypatch.setitem(downloads.KNOWN_SHA256, url, downloads.sha256_of(mirror / "model.safetensors"))
+    monkeypatch.setenv("LLMDEF_MIRROR", str(tmp_path / "espelho"))
+    hashed = []
+    real_sha256_of = downloads.sha256_of
+    monkeypatch.setattr(downloads, "sha256_of", lambda path: hashed.append(Path(path).name) or real_sha256_of(path))
+    load_gpt2_params("124M", tmp_path / "modelos")
+    assert hashed == ["model.safetensors"]                  # the mirror copy, verified once
+    load_gpt2_params("124M", tmp_path / "modelos")
+    assert hashed == ["model.safetensors"]                  # unchanged since: not hashed again
+    weights = tmp_path / "modelos" / "hf-124M" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1                                            # same size, one bit flipped
+    weights.write_bytes(bytes(data))
+    load_gpt2_params("124M", tmp_path / "modelos")           # found, removed, copied again
+    assert hashed.count("model.safetensors") == 3
+    assert downloads.sha256_of(weights) == downloads.KNOWN_SHA256[url]

@@ -60,7 +60,7 @@ def test_entry_tokens_are_the_training_tokens(gpt2_tokenizer):
 
 def test_render_entry_shows_prompt_response_ids_and_pieces(gpt2_tokenizer):
     page = W.render_entry(ENTRIES[1], gpt2_tokenizer, index=1, total=3)
-    assert "Entrada 1 (de 3, contando do 0)" in page
+    assert "Amostra 1 (de 3, contando do 0)" in page
     assert "### Instruction:" in page and "### Response:" in page
     # HTML in the data is shown as text, never interpreted.
     assert "Edit the sentence &lt;for&gt; grammar." in page
@@ -94,7 +94,7 @@ def test_missing_ipywidgets_gives_an_install_hint(gpt2_tokenizer, monkeypatch):
     with pytest.raises(ImportError, match="pip install ipywidgets"):
         W.dataset_browser(ENTRIES, gpt2_tokenizer)
     # The plain functions still work without ipywidgets.
-    assert "Entrada" in W.render_entry(ENTRIES[0], gpt2_tokenizer)
+    assert "Amostra" in W.render_entry(ENTRIES[0], gpt2_tokenizer)
 
 
 # --------------------------------------------------------------------------- generation

@@ -1,6 +1,7 @@
 """Keep each notebook and its readable source in step, both ways; store the outputs that teach.
 
 Every ``notebooks/NN_nome.ipynb`` is paired by **Jupytext** with ``notebooks/src/NN_nome.md``
+(solutions: ``notebooks/solucoes/NN_nome_solucoes.ipynb`` with ``notebooks/solucoes/src/…``)
 (MyST Markdown: prose as Markdown, code in ``{code-cell}`` blocks, slide types and tags as cell
 metadata). Edit either one:
 
@@ -33,12 +34,15 @@ ASSETS = ROOT / "assets"
 PAIRING = "ipynb,src//md:myst"
 CHECKED = "nbval-check-output"
 ATTACHMENT = re.compile(r"\(attachment:([\w.-]+)\)")
+FIGURE = re.compile(r"!\[(.*?)\]\(attachment:([\w.-]+)\)", re.S)
 
 
 def notebook_paths(prefixes: Iterable[str] = ()) -> List[Path]:
-    """The course's notebooks, or those whose name starts with one of ``prefixes``."""
+    """The course's notebooks (lessons ``NN_*``, appendices ``AN_*``, then their solutions in
+    ``solucoes/``), or those whose name starts with one of ``prefixes``."""
     prefixes = list(prefixes)
-    paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    paths = [p for folder in (NOTEBOOKS, NOTEBOOKS / "solucoes")
+             for p in sorted(folder.glob("[0-9A][0-9]_*.ipynb"))]
     return [p for p in paths if not prefixes or any(p.name.startswith(x) for x in prefixes)]
 
 
@@ -96,7 +100,20 @@ def figure_problems(notebook: Path) -> List[str]:
                 problems.append(f"célula {index}: assets/{name} não existe")
             elif stored is None or _decoded(stored) != asset.read_bytes():
                 problems.append(f"célula {index}: a figura {name} não está embutida ou está desatualizada")
+        for alt, name in FIGURE.findall(cell.source if cell.cell_type == "markdown" else ""):
+            wanted = _alt_texts().get(name.rsplit(".", 1)[0])
+            if wanted is not None and alt != wanted:
+                problems.append(f"célula {index}: o texto alternativo de {name} difere do de assets/figuras.json")
     return problems
+
+
+def _alt_texts() -> dict:
+    """Alt text of every figure, as ``tools/make_figures.py`` wrote it (one wording everywhere)."""
+    import json
+
+    listing = ASSETS / "figuras.json"
+    figures = json.loads(listing.read_text(encoding="utf-8")) if listing.is_file() else {}
+    return {name: info["alt"] for name, info in figures.items()}
 
 
 def _decoded(bundle: dict) -> bytes:
@@ -132,7 +149,7 @@ def embed_figures(notebook: Path) -> bool:
 
 
 def execute(notebook: Path, timeout: int = 900) -> None:
-    """Run ``notebook`` in the ``teste`` profile from ``notebooks/``; keep only checked outputs."""
+    """Run ``notebook`` in the ``teste`` profile from its folder; keep only checked outputs."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -143,7 +160,7 @@ def execute(notebook: Path, timeout: int = 900) -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
     nb = nbformat.read(notebook, as_version=4)
     NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
-                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+                   resources={"metadata": {"path": str(notebook.parent)}}).execute()
     keep_checked_outputs(nb)
     _write(nb, notebook)
 

@@ -1,29 +1,43 @@
-"""TEST DOUBLE — a stand-in HTTP server that speaks the Ollama and OpenAI chat protocols.
+"""TEST DOUBLE — a stand-in HTTP server that speaks the Ollama, OpenAI and llama.cpp protocols.
 
 **This is not a judge and not a language model.** It answers with scripted text
 so that tests (and notebook 07 in the ``teste`` profile, which has no Ollama)
 can exercise ``llmdefinitions.judge`` over real HTTP: streaming, errors,
-retries, timeouts. Any number it "scores" is a word-overlap heuristic, not an
-evaluation of quality; never report it as a result.
+retries, timeouts, endless or dripping replies. Any number it "scores" is a
+word-overlap heuristic, not an evaluation of quality; never report it as a result.
 
-Endpoints, with the wire format of Ollama's published API docs (docs/api.md)
-and OpenAI's chat completions API:
+Routes, with the wire formats of the servers' published API docs:
 
-* ``POST /api/chat`` — NDJSON stream when ``"stream"`` is absent or true: lines
-  ``{"model", "created_at", "message": {"role": "assistant", "content"}, "done": false}``
-  and a final line with ``"done": true, "done_reason": "stop"`` and the durations;
-  one JSON object when ``"stream": false``. Unknown model: 404
+* ``POST /api/chat`` (Ollama) — NDJSON stream when ``"stream"`` is absent or true:
+  lines ``{"model", "created_at", "message": {"role": "assistant", "content"}, "done": false}``
+  and a final line with ``"done": true, "done_reason"`` and the durations; one
+  JSON object when ``"stream": false``. Unknown model: 404
   ``{"error": "model \\"x\\" not found, try pulling it first"}``.
-* ``GET /api/tags``, ``GET /api/version``.
-* ``POST /v1/chat/completions`` — ``choices[0].message.content``, or with
-  ``"stream": true`` server-sent events ``data: {...}`` with
-  ``choices[0].delta.content`` and a final ``data: [DONE]``. ``GET /v1/models``.
+* ``POST /api/generate`` (Ollama; ``"raw": true`` = no template) — the same with
+  ``"response"`` instead of ``"message"``, and ``"context"`` on the last line.
+* ``POST /v1/chat/completions`` and ``POST /v1/completions`` (OpenAI) —
+  ``choices[0].message.content`` / ``choices[0].text``, or with ``"stream": true``
+  server-sent events ``data: {...}`` (``delta.content`` / ``text``) and ``data: [DONE]``.
+* ``POST /completion`` (llama.cpp's ``llama-server``) — ``{"content", "stop": true, ...}``,
+  or events ``data: {"content", "stop": false}`` ending with ``"stop": true`` (no ``[DONE]``).
+* ``GET /api/tags``, ``GET /api/version``, ``GET /v1/models``.
 
-Replies are scripted (``script=``): ``None`` (the default word-overlap
-"judge", :func:`overlap_judge`), a callable ``(prompt, body) -> str | Reply``,
-a list of replies used one per chat request, or a dict from prompt (or a
-substring of it) to reply. A :class:`Reply` can script failures: an HTTP error
-(404, 500...), a delay, a malformed stream line, a connection dropped mid-stream.
+The options a real server honours are honoured: the stop strings (``stop``)
+cut the reply, and the maximum of new tokens (``num_predict`` in Ollama's
+``options``, ``max_tokens``, ``n_predict``) cuts it after that many pieces,
+reported as ``"length"``. Structured output (Ollama's ``format``, OpenAI's
+``response_format``) makes the default "judge" reply with JSON (``{"score": N}``).
+
+Replies are scripted (``script=``): ``None`` (the default word-overlap "judge",
+:func:`overlap_judge`; ``jitter=`` makes it non-deterministic), a callable
+``(prompt, body) -> str | Reply``, a list of replies used one per generation
+request, or a dict from prompt (or a substring of it) to reply. A :class:`Reply`
+can script failures: an HTTP error, a delay, a malformed stream line, a
+connection dropped mid-stream, a stream with no end, a reply padded to any
+size, or a reply that drips byte by byte.
+
+``requests`` records every request with its exact body bytes (``raw``) and the
+parsed JSON (``body``), so tests can assert what a client sent.
 
 Run it stand-alone (used by notebook 07 in the ``teste`` profile)::
 
@@ -32,19 +46,22 @@ Run it stand-alone (used by notebook 07 in the ``teste`` profile)::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import random
 import re
 import socket
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 DEFAULT_MODELS = ("llama3:latest",)
 VERSION = "0.5.7"
+FILLER = "a "   # the piece an endless stream repeats
 
 
 @dataclass
@@ -56,8 +73,12 @@ class Reply:
     ``chunk_delay``: seconds between streamed lines.
     ``malformed_line``: 1-based streamed line replaced by broken JSON.
     ``drop_after``: close the connection after this many streamed lines (no final line).
-    ``interrupted``: OpenAI stream only: the role chunk then ``data: [DONE]`` with no
+    ``interrupted``: OpenAI stream only: an empty first chunk then ``data: [DONE]`` with no
     ``finish_reason``, as llama-cpp-python's server does to a stream cut by a newer request.
+    ``endless``: the reply never ends: a stream repeats pieces forever; a non-streamed
+    JSON body is sent chunked and never closed.
+    ``padding``: non-streamed reply: a ``"padding"`` field of this many bytes (a huge JSON).
+    ``byte_delay``: seconds between the bytes of the whole response, headers included (a drip).
     """
 
     content: str = ""
@@ -68,6 +89,9 @@ class Reply:
     malformed_line: Optional[int] = None
     drop_after: Optional[int] = None
     interrupted: bool = False
+    endless: bool = False
+    padding: int = 0
+    byte_delay: float = 0.0
 
 
 Script = Union[None, Callable[[str, Dict[str, Any]], Union[str, Reply]],
@@ -76,10 +100,11 @@ Script = Union[None, Callable[[str, Dict[str, Any]], Union[str, Reply]],
 
 # --------------------------------------------------------------------------- default "judge"
 
-_SEED_PROMPT = re.compile(
+_BOOK_PROMPT = re.compile(
     r"and correct output `(?P<ref>.*?)`, score the model response `(?P<resp>.*)` on a scale from 0 to 100",
     re.DOTALL)
 _RUBRIC_PROMPT = re.compile(r"Reference answer: `(?P<ref>.*?)`\nModel response: `(?P<resp>.*?)`\n", re.DOTALL)
+SCRIPTED_SENTENCE = "This is a scripted reply from the test double server."
 
 
 def word_overlap(reference: str, response: str) -> float:
@@ -92,21 +117,23 @@ def word_overlap(reference: str, response: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def overlap_judge(prompt: str) -> str:
+def overlap_judge(prompt: str, structured: bool = False, noise: int = 0) -> str:
     """The default scripted reply: a deterministic score from word overlap (NOT a judgement).
 
-    The seed's 0–100 prompt gets ``round(100 * overlap)``; the 1–5 rubric prompt
-    gets a JSON object; any other prompt gets a fixed sentence.
+    The book's 0–100 prompt gets ``round(100 * overlap)`` (plus ``noise``, kept in
+    0–100), as ``{"score": N}`` when ``structured``; the 1–5 rubric prompt gets a
+    JSON object; any other prompt gets a fixed sentence.
     """
-    match = _SEED_PROMPT.search(prompt)
+    match = _BOOK_PROMPT.search(prompt)
     if match:
-        return str(round(100 * word_overlap(match["ref"], match["resp"])))
+        score = min(100, max(0, round(100 * word_overlap(match["ref"], match["resp"])) + noise))
+        return json.dumps({"score": score}) if structured else str(score)
     match = _RUBRIC_PROMPT.search(prompt)
     if match:
         overlap = word_overlap(match["ref"], match["resp"])
         return json.dumps({"score": 1 + round(4 * overlap),
                            "feedback": f"word overlap {overlap:.2f} (test double, not a judgement)"})
-    return "This is a scripted reply from the test double server."
+    return json.dumps({"text": SCRIPTED_SENTENCE}) if structured else SCRIPTED_SENTENCE
 
 
 # --------------------------------------------------------------------------- wire formats
@@ -125,46 +152,202 @@ def _ollama_stats() -> Dict[str, int]:
             "prompt_eval_duration": 383809000, "eval_count": 298, "eval_duration": 4799921000}
 
 
-def ollama_chat_lines(model: str, content: str) -> List[Dict[str, Any]]:
+def ollama_chat_lines(model: str, content: str, done_reason: str = "stop") -> List[Dict[str, Any]]:
     """The NDJSON objects of a streamed ``/api/chat`` reply."""
     lines: List[Dict[str, Any]] = [
         {"model": model, "created_at": _now(), "message": {"role": "assistant", "content": piece},
          "done": False}
         for piece in _pieces(content)]
     lines.append({"model": model, "created_at": _now(), "message": {"role": "assistant", "content": ""},
-                  "done_reason": "stop", "done": True, **_ollama_stats()})
+                  "done_reason": done_reason, "done": True, **_ollama_stats()})
     return lines
 
 
-def ollama_chat_object(model: str, content: str) -> Dict[str, Any]:
+def ollama_chat_object(model: str, content: str, done_reason: str = "stop") -> Dict[str, Any]:
     """The single JSON object of ``/api/chat`` with ``"stream": false``."""
     return {"model": model, "created_at": _now(), "message": {"role": "assistant", "content": content},
-            "done_reason": "stop", "done": True, **_ollama_stats()}
+            "done_reason": done_reason, "done": True, **_ollama_stats()}
 
 
-def openai_completion(model: str, content: str) -> Dict[str, Any]:
-    """A non-streamed ``/v1/chat/completions`` reply."""
+def ollama_generate_lines(model: str, content: str, done_reason: str = "stop") -> List[Dict[str, Any]]:
+    """The NDJSON objects of a streamed ``/api/generate`` reply."""
+    lines: List[Dict[str, Any]] = [{"model": model, "created_at": _now(), "response": piece, "done": False}
+                                   for piece in _pieces(content)]
+    lines.append(ollama_generate_object(model, "", done_reason))
+    return lines
+
+
+def ollama_generate_object(model: str, content: str, done_reason: str = "stop") -> Dict[str, Any]:
+    """The single JSON object of ``/api/generate`` with ``"stream": false``."""
+    return {"model": model, "created_at": _now(), "response": content, "done": True,
+            "done_reason": done_reason, "context": [1, 2, 3], **_ollama_stats()}
+
+
+def _usage(content: str) -> Dict[str, int]:
     tokens = len(_pieces(content))
+    return {"prompt_tokens": 26, "completion_tokens": tokens, "total_tokens": 26 + tokens}
+
+
+def openai_completion(model: str, content: str, finish: str = "stop") -> Dict[str, Any]:
+    """A non-streamed ``/v1/chat/completions`` reply."""
     return {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
             "model": model, "system_fingerprint": "fp_test_double",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 26, "completion_tokens": tokens, "total_tokens": 26 + tokens}}
+                         "finish_reason": finish}],
+            "usage": _usage(content)}
 
 
-def openai_chunks(model: str, content: str) -> List[Dict[str, Any]]:
+def openai_chunks(model: str, content: str, finish: str = "stop") -> List[Dict[str, Any]]:
     """The ``data:`` objects of a streamed ``/v1/chat/completions`` reply (before ``[DONE]``)."""
-    def chunk(delta: Dict[str, Any], finish: Optional[str]) -> Dict[str, Any]:
+    def chunk(delta: Dict[str, Any], reason: Optional[str]) -> Dict[str, Any]:
         return {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": int(time.time()),
                 "model": model, "system_fingerprint": "fp_test_double",
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-    pieces = _pieces(content)
-    chunks = [chunk({"role": "assistant", "content": p}, None) for p in pieces]
-    chunks.append(chunk({}, "stop"))
+                "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]}
+    chunks = [chunk({"role": "assistant", "content": p}, None) for p in _pieces(content)]
+    chunks.append(chunk({}, finish))
     return chunks
 
 
+def openai_text_completion(model: str, content: str, finish: str = "stop") -> Dict[str, Any]:
+    """A non-streamed ``/v1/completions`` reply."""
+    return {"id": "cmpl-test", "object": "text_completion", "created": int(time.time()), "model": model,
+            "choices": [{"text": content, "index": 0, "logprobs": None, "finish_reason": finish}],
+            "usage": _usage(content)}
+
+
+def openai_text_chunks(model: str, content: str, finish: str = "stop") -> List[Dict[str, Any]]:
+    """The ``data:`` objects of a streamed ``/v1/completions`` reply (before ``[DONE]``)."""
+    def chunk(text: str, reason: Optional[str]) -> Dict[str, Any]:
+        return {"id": "cmpl-test", "object": "text_completion", "created": int(time.time()), "model": model,
+                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": reason}]}
+    return [chunk(p, None) for p in _pieces(content)] + [chunk("", finish)]
+
+
+def llama_completion(model: str, content: str, finish: str = "stop") -> Dict[str, Any]:
+    """The reply of llama.cpp's ``/completion`` (non-streamed, or the last streamed event)."""
+    return {"index": 0, "content": content, "tokens": [], "id_slot": 0, "stop": True, "model": model,
+            "tokens_predicted": len(_pieces(content)), "tokens_evaluated": 26,
+            "stop_type": "limit" if finish == "length" else "eos", "stopping_word": "", "truncated": False,
+            "timings": {"prompt_n": 26, "prompt_ms": 12.5, "predicted_n": len(_pieces(content)),
+                        "predicted_ms": 80.0}}
+
+
+def llama_completion_events(model: str, content: str, finish: str = "stop") -> List[Dict[str, Any]]:
+    """The ``data:`` objects of a streamed ``/completion`` reply (the last has ``"stop": true``)."""
+    events: List[Dict[str, Any]] = [{"index": 0, "content": p, "tokens": [], "stop": False, "id_slot": 0,
+                                     "tokens_predicted": n + 1, "tokens_evaluated": 26}
+                                    for n, p in enumerate(_pieces(content))]
+    return events + [llama_completion(model, "", finish)]
+
+
+@dataclass(frozen=True)
+class _Route:
+    """How one route names things: where its prompt is, how it formats whole and streamed replies."""
+
+    path: str
+    kind: str                              # "chat" or "complete"
+    openai_errors: bool                    # error body {"error": {"message"...}} instead of {"error": "..."}
+    checks_model: bool
+    stream_default: bool
+    stream_type: str                       # "ndjson" or "sse"
+    whole: Callable[[str, str, str], Dict[str, Any]]
+    stream: Callable[[str, str, str], List[Dict[str, Any]]]
+    max_tokens_name: str                   # num_predict (inside Ollama's "options"), max_tokens, n_predict
+    done_marker: bool = False              # SSE ends with "data: [DONE]"
+
+    def limits(self, body: Mapping[str, Any]) -> Tuple[List[str], Optional[int]]:
+        """The stop strings and the maximum of new tokens the request asks for."""
+        source = (body.get("options") or {}) if self.max_tokens_name == "num_predict" else body
+        stop = source.get("stop") or []
+        limit = source.get(self.max_tokens_name)
+        return ([stop] if isinstance(stop, str) else list(stop),
+                limit if isinstance(limit, int) and limit >= 0 else None)
+
+    def interrupted(self, model: str) -> Dict[str, Any]:
+        """The lone chunk of a stream cut by llama-cpp-python's server: no content, no finish_reason."""
+        chunk = self.stream(model, "", "stop")[-1]
+        chunk["choices"][0]["finish_reason"] = None
+        if self.kind == "chat":
+            chunk["choices"][0]["delta"] = {"role": "assistant"}
+        return chunk
+
+    def wire(self, obj: Any) -> str:
+        text = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"))
+        return f"data: {text}\n\n" if self.stream_type == "sse" else text + "\n"
+
+    @property
+    def content_type(self) -> str:
+        return "text/event-stream" if self.stream_type == "sse" else "application/x-ndjson"
+
+    def broken(self, model: str) -> str:
+        return self.wire('{"model": "' + model + '", "choices": [') if self.stream_type == "sse" \
+            else '{"model": "' + model + '", "message": {"content": \n'
+
+
+ROUTES: Dict[str, _Route] = {route.path: route for route in (
+    _Route("/api/chat", "chat", False, True, True, "ndjson", ollama_chat_object, ollama_chat_lines,
+           "num_predict"),
+    _Route("/api/generate", "complete", False, True, True, "ndjson", ollama_generate_object,
+           ollama_generate_lines, "num_predict"),
+    _Route("/v1/chat/completions", "chat", True, True, False, "sse", openai_completion, openai_chunks,
+           "max_tokens", done_marker=True),
+    _Route("/v1/completions", "complete", True, True, False, "sse", openai_text_completion,
+           openai_text_chunks, "max_tokens", done_marker=True),
+    _Route("/completion", "complete", True, False, False, "sse", llama_completion, llama_completion_events,
+           "n_predict"),
+)}
+GENERATION_PATHS = tuple(ROUTES)
+CHAT_PATHS = tuple(path for path, route in ROUTES.items() if route.kind == "chat")
+
+
+def request_prompt(path: str, body: Mapping[str, Any]) -> str:
+    """The prompt of a request: the last user message of a chat, or ``"prompt"`` of a completion."""
+    if ROUTES[path].kind == "complete":
+        return str(body.get("prompt", ""))
+    for message in reversed(body.get("messages") or []):
+        if isinstance(message, Mapping) and message.get("role") == "user":
+            return str(message.get("content", ""))
+    return ""
+
+
+def apply_limits(content: str, stop: Sequence[str], max_tokens: Optional[int]) -> Tuple[str, str]:
+    """``(content, finish)``: cut at the first stop string, then after ``max_tokens`` pieces."""
+    cuts = [content.find(s) for s in stop if s and s in content]
+    if cuts:
+        return content[:min(cuts)], "stop"
+    pieces = _pieces(content)
+    if max_tokens is not None and len(pieces) > max_tokens:
+        return "".join(pieces[:max_tokens]), "length"
+    return content, "stop"
+
+
+def wants_json(body: Mapping[str, Any]) -> bool:
+    """Whether a request asks for structured output (Ollama ``format``, OpenAI ``response_format``)."""
+    fmt = body.get("format")
+    response_format = body.get("response_format")
+    return bool(fmt) or (isinstance(response_format, Mapping)
+                         and response_format.get("type") in ("json_object", "json_schema"))
+
+
 # --------------------------------------------------------------------------- server
+
+class _Drip:
+    """A writer that sends one byte every ``delay`` seconds (the whole response, headers included)."""
+
+    def __init__(self, raw: Any, delay: float, stopping: threading.Event):
+        self.raw, self.delay, self.stopping = raw, delay, stopping
+
+    def write(self, data: bytes) -> int:
+        for i in range(len(data)):
+            if self.stopping.wait(self.delay):
+                raise ConnectionAbortedError("test double stopping")
+            self.raw.write(data[i:i + 1])
+            self.raw.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -177,7 +360,7 @@ class _Handler(BaseHTTPRequestHandler):
     # routing ---------------------------------------------------------------
     def do_GET(self) -> None:
         fake = self.server.fake
-        fake._record("GET", self.path, None)
+        fake._record("GET", self.path, None, b"", self.headers)
         if self.path == "/api/version":
             self._send_json(200, {"version": fake.version})
         elif self.path == "/api/tags":
@@ -193,76 +376,86 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         fake = self.server.fake
+        raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         try:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            body = json.loads(raw or b"{}")
         except ValueError:
-            fake._record("POST", self.path, None)
+            fake._record("POST", self.path, None, raw, self.headers)
             self._send_json(400, {"error": "invalid JSON body"})
             return
-        fake._record("POST", self.path, body)
-        if self.path == "/api/chat":
-            self._chat(body, openai=False)
-        elif self.path == "/v1/chat/completions":
-            self._chat(body, openai=True)
-        else:
+        fake._record("POST", self.path, body, raw, self.headers)
+        route = ROUTES.get(self.path)
+        if route is None:
             self._send_text(404, "404 page not found")
-
-    # chat --------------------------------------------------------------------
-    def _chat(self, body: Dict[str, Any], openai: bool) -> None:
-        fake = self.server.fake
-        model = str(body.get("model", ""))
+            return
         with fake._in_flight():
-            if fake.check_model and not fake.has_model(model):
-                message = f'model "{model}" not found, try pulling it first'
-                self._send_error(404, message, openai)
-                return
-            reply = fake._reply_for(_prompt(body), body)
-            if reply.delay and fake._stopping.wait(reply.delay):
-                return
+            self._generate(route, body)
+
+    # generation ----------------------------------------------------------------
+    def _generate(self, route: _Route, body: Dict[str, Any]) -> None:
+        fake = self.server.fake
+        model = str(body.get("model", "")) or "test-double"
+        if route.checks_model and fake.check_model and not fake.has_model(model):
+            self._send_error(404, f'model "{model}" not found, try pulling it first', route)
+            return
+        reply = fake._reply_for(route.path, body)
+        if reply.delay and fake._stopping.wait(reply.delay):
+            return
+        original = self.wfile
+        if reply.byte_delay:
+            self.wfile = _Drip(original, reply.byte_delay, fake._stopping)  # type: ignore[assignment]
+        try:
             if reply.status != 200:
-                self._send_error(reply.status, reply.error or f"scripted error {reply.status}", openai)
-                return
-            stream = body.get("stream", not openai)  # Ollama streams by default, OpenAI does not
-            if openai:
-                self._openai_reply(model, reply, stream)
+                self._send_error(reply.status, reply.error or f"scripted error {reply.status}", route)
             else:
-                self._ollama_reply(model, reply, stream)
+                self._answer(route, model, body, reply)
+        finally:
+            self.wfile = original
 
-    def _ollama_reply(self, model: str, reply: Reply, stream: bool) -> None:
+    def _answer(self, route: _Route, model: str, body: Dict[str, Any], reply: Reply) -> None:
+        content, finish = apply_limits(reply.content, *route.limits(body))
+        stream = body.get("stream", route.stream_default)
         if not stream:
-            self._send_json(200, ollama_chat_object(model, reply.content), compact=True)
+            if reply.endless:
+                self._stream("application/json", self._endless_json(route, model), reply, route, model)
+                return
+            whole = route.whole(model, content, finish)
+            if reply.padding:
+                whole["padding"] = "x" * reply.padding
+            self._send_json(200, whole, compact=True)
             return
-        objects = ollama_chat_lines(model, reply.content)
-        lines = [json.dumps(obj, separators=(",", ":")) + "\n" for obj in objects]
-        broken = '{"model": "' + model + '", "message": {"content": \n'
-        self._stream("application/x-ndjson", lines, reply, broken)
+        objects: Iterable[Any] = route.stream(model, content, finish)
+        if reply.interrupted and route.done_marker:
+            objects = [route.interrupted(model)]
+        elif reply.endless:
+            objects = itertools.chain(route.stream(model, content, finish)[:-1],
+                                      itertools.repeat(route.stream(model, FILLER, finish)[0]))
+        lines = (route.wire(obj) for obj in objects)
+        if route.done_marker and not reply.endless:
+            lines = itertools.chain(lines, [route.wire("[DONE]")])
+        self._stream(route.content_type, lines, reply, route, model)
 
-    def _openai_reply(self, model: str, reply: Reply, stream: bool) -> None:
-        if not stream:
-            self._send_json(200, openai_completion(model, reply.content))
-            return
-        chunks = openai_chunks(model, reply.content)
-        if reply.interrupted:
-            chunks = [openai_chunks(model, "")[0]]
-            chunks[0]["choices"][0]["delta"] = {"role": "assistant"}
-            chunks[0]["choices"][0]["finish_reason"] = None
-        events = [f"data: {json.dumps(obj)}\n\n" for obj in chunks]
-        events.append("data: [DONE]\n\n")
-        self._stream("text/event-stream", events, reply, 'data: {"id": "chatcmpl-test", "choices": [\n\n')
+    @staticmethod
+    def _endless_json(route: _Route, model: str) -> Iterator[str]:
+        start = json.dumps(route.whole(model, "", "stop"))[:-1]
+        return itertools.chain([start + ', "content": "'], itertools.repeat(FILLER * 64))
 
-    def _stream(self, content_type: str, lines: List[str], reply: Reply, broken: str) -> None:
+    def _stream(self, content_type: str, lines: Iterable[str], reply: Reply, route: _Route, model: str) -> None:
         """Send ``lines`` with chunked transfer encoding, applying the scripted failures."""
+        stopping = self.server.fake._stopping
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         for number, line in enumerate(lines, start=1):
+            if stopping.is_set():
+                return
             if reply.drop_after is not None and number > reply.drop_after:
                 self._drop_connection()
                 return
-            if reply.chunk_delay and self.server.fake._stopping.wait(reply.chunk_delay):
+            if reply.chunk_delay and stopping.wait(reply.chunk_delay):
                 return
-            self._write_chunk(broken if number == reply.malformed_line else line)
+            self._write_chunk(route.broken(model) if number == reply.malformed_line else line)
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
@@ -280,8 +473,8 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     # plain responses -----------------------------------------------------------
-    def _send_error(self, status: int, message: str, openai: bool) -> None:
-        if openai:
+    def _send_error(self, status: int, message: str, route: _Route) -> None:
+        if route.openai_errors:
             kind = "invalid_request_error" if status < 500 else "api_error"
             self._send_json(status, {"error": {"message": message, "type": kind, "param": None, "code": None}})
         else:
@@ -301,14 +494,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
         self.wfile.flush()
-
-
-def _prompt(body: Mapping[str, Any]) -> str:
-    """The text of the last user message of a chat request."""
-    for message in reversed(body.get("messages") or []):
-        if isinstance(message, Mapping) and message.get("role") == "user":
-            return str(message.get("content", ""))
-    return ""
 
 
 def _tag(name: str) -> Dict[str, Any]:
@@ -331,11 +516,13 @@ class _Server(ThreadingHTTPServer):
 
 @dataclass
 class RequestRecord:
-    """One request the server received (``body`` is the parsed JSON of a POST)."""
+    """One request the server received: ``raw`` body bytes, ``body`` their parsed JSON (POST)."""
 
     method: str
     path: str
     body: Optional[Dict[str, Any]]
+    raw: bytes = b""
+    headers: Dict[str, str] = field(default_factory=dict)
 
 
 class FakeLLMServer:
@@ -346,20 +533,25 @@ class FakeLLMServer:
         with FakeLLMServer(["85"]) as server:
             query_model("...", url=server.ollama_url)
 
-    ``requests`` lists what it received; ``chat_count()`` counts chat requests;
-    ``max_in_flight`` is the most chat requests it served at once.
+    ``requests`` lists what it received; ``chat_count()`` counts chat requests and
+    ``generation_count()`` every generation request; ``max_in_flight`` is the most
+    it served at once. ``jitter=n`` adds a random integer in ``[-n, n]`` to the
+    default judge's 0–100 scores (a non-deterministic judge; ``rng_seed`` fixes the draws).
     """
 
     def __init__(self, script: Script = None, *, models: Sequence[str] = DEFAULT_MODELS,
                  host: str = "127.0.0.1", port: int = 0, version: str = VERSION,
-                 check_model: bool = True, verbose: bool = False):
+                 check_model: bool = True, verbose: bool = False, jitter: int = 0,
+                 rng_seed: Optional[int] = None):
         self.script = script
         self.models = list(models)
         self.version = version
         self.check_model = check_model
         self.verbose = verbose
+        self.jitter = jitter
         self.requests: List[RequestRecord] = []
         self.max_in_flight = 0
+        self._rng = random.Random(rng_seed)
         self._address = (host, port)
         self._lock = threading.Lock()
         self._script_position = 0
@@ -380,7 +572,7 @@ class FakeLLMServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket (waiting requests are released)."""
+        """Stop serving and close the socket (waiting, streaming and dripping requests are released)."""
         self._stopping.set()
         if self._httpd is not None:
             self._httpd.shutdown()
@@ -415,19 +607,28 @@ class FakeLLMServer:
     def openai_url(self) -> str:
         return self.url + "/v1/chat/completions"
 
+    @property
+    def llama_server_url(self) -> str:
+        """llama.cpp's own raw-completion route."""
+        return self.url + "/completion"
+
     # bookkeeping ------------------------------------------------------------------
     def chat_count(self) -> int:
-        """Number of chat requests received (both routes)."""
-        return sum(r.path in ("/api/chat", "/v1/chat/completions") for r in self.requests)
+        """Number of chat requests received (both chat routes)."""
+        return sum(r.path in CHAT_PATHS for r in self.requests)
+
+    def generation_count(self) -> int:
+        """Number of chat and completion requests received."""
+        return sum(r.path in GENERATION_PATHS for r in self.requests)
 
     def has_model(self, name: str) -> bool:
         """Ollama's rule: a name without a tag means ``:latest``."""
         wanted = name if ":" in name else name + ":latest"
         return name in self.models or wanted in self.models
 
-    def _record(self, method: str, path: str, body: Optional[Dict[str, Any]]) -> None:
+    def _record(self, method: str, path: str, body: Optional[Dict[str, Any]], raw: bytes, headers: Any) -> None:
         with self._lock:
-            self.requests.append(RequestRecord(method, path, body))
+            self.requests.append(RequestRecord(method, path, body, raw, dict(headers.items())))
 
     def _in_flight(self):
         fake = self
@@ -443,14 +644,19 @@ class FakeLLMServer:
                     fake._current -= 1
         return _Guard()
 
-    def _reply_for(self, prompt: str, body: Dict[str, Any]) -> Reply:
-        reply = self._scripted(prompt, body)
+    def _reply_for(self, path: str, body: Dict[str, Any]) -> Reply:
+        reply = self._scripted(request_prompt(path, body), body)
         return reply if isinstance(reply, Reply) else Reply(str(reply))
+
+    def _default(self, prompt: str, body: Dict[str, Any]) -> str:
+        with self._lock:
+            noise = self._rng.randint(-self.jitter, self.jitter) if self.jitter else 0
+        return overlap_judge(prompt, structured=wants_json(body), noise=noise)
 
     def _scripted(self, prompt: str, body: Dict[str, Any]) -> Union[str, Reply]:
         script = self.script
         if script is None:
-            return overlap_judge(prompt)
+            return self._default(prompt, body)
         if callable(script):
             return script(prompt, body)
         if isinstance(script, Mapping):
@@ -459,7 +665,7 @@ class FakeLLMServer:
             for key, value in script.items():
                 if key in prompt:
                     return value
-            return overlap_judge(prompt)
+            return self._default(prompt, body)
         with self._lock:
             position = self._script_position
             self._script_position += 1
@@ -471,7 +677,7 @@ class FakeLLMServer:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Serve the TEST DOUBLE until Ctrl+C."""
     parser = argparse.ArgumentParser(
-        description="Servidor DUBLÊ DE TESTE com as APIs do Ollama e da OpenAI. Não é um juiz: "
+        description="Servidor DUBLÊ DE TESTE com as APIs do Ollama, da OpenAI e do llama.cpp. Não é um juiz: "
                     "as notas vêm de sobreposição de palavras.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=11434)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
-from ..data_quality import _grid as text_table
+from ..tables import text_table
 from ..io import PathLike, write_json_atomic
 from ..stats import Interval, bootstrap_mean, format_decimal
 from .instructions import INSTRUCTIONS, check_instruction
@@ -93,8 +93,8 @@ class VerifiableReport:
                 "accuracy": intervals(self.accuracy), "by_language": intervals(self.by_language),
                 "by_type": intervals(self.by_type), "results": [r.to_dict() for r in self.results]}
 
-    def to_table(self) -> str:
-        """pt-BR text tables (decimal commas): overall and per language, then per instruction type."""
+    def to_table(self, by_type: bool = True) -> str:
+        """pt-BR text tables (decimal commas): overall and per language, then (``by_type``) per instruction type."""
         rows = [("grupo", *(f"{_LABELS[level]}, {_LABELS[mode]}" for level in LEVELS for mode in MODES))]
         groups = {"todos": self.accuracy, **{f"idioma {lang}": acc for lang, acc in self.by_language.items()}}
         for name, acc in groups.items():
@@ -105,7 +105,7 @@ class VerifiableReport:
                           INSTRUCTIONS[id].description))
         note = (f"{len(self.results)} prompts; acurácia em %, com IC bootstrap de 95 %; "
                 "flexível = também sem a 1ª linha, sem a última ou sem '*'.")
-        return "\n".join([_format(rows), "", _format(types), "", note])
+        return "\n".join([_format(rows), "", _format(types), "", note] if by_type else [_format(rows), note])
 
     def save_json(self, path: PathLike) -> Path:
         """Write :meth:`to_dict` as UTF-8 JSON, atomically."""
