@@ -9,14 +9,13 @@ from torch.utils.data import DataLoader
 from llmdefinitions.batching import LengthGroupedBatchSampler, make_train_loader, sample_lengths
 from llmdefinitions.data import InstructionDataset, custom_collate_fn, split_data
 from llmdefinitions.generation import generate, generate_batch, generate_responses, extract_response
-from llmdefinitions.model import GPTModel
 from llmdefinitions.prompts import get_prompt_style
 from llmdefinitions.profiles import load_profile
 from llmdefinitions.trainer import batch_loss, compile_model, make_optimizer, optimizer_kind, train_model
 from llmdefinitions.training import calc_loss_batch
+from helpers import tiny_config, tiny_gpt
 
-CFG = {"vocab_size": 50257, "context_length": 256, "emb_dim": 16, "n_heads": 2, "n_layers": 2,
-       "drop_rate": 0.0, "qkv_bias": True}
+CFG = tiny_config(context_length=256, emb_dim=16)
 EOS = 50256
 
 
@@ -29,8 +28,7 @@ def train_set(entries, gpt2_tokenizer):
 
 
 def new_model(seed=0):
-    torch.manual_seed(seed)
-    return GPTModel(CFG)
+    return tiny_gpt(CFG, seed)
 
 
 # --- the length-grouped batch sampler ----------------------------------------------------------
