@@ -74,7 +74,7 @@ from llmdefinitions.model import GPTModel, KVCache  # noqa: E402
 from llmdefinitions.pipeline import PreparedData, make_loaders  # noqa: E402
 from llmdefinitions.profiles import load_profile  # noqa: E402
 from llmdefinitions.prompts import get_prompt_style  # noqa: E402
-from llmdefinitions.stats import format_decimal  # noqa: E402
+from llmdefinitions.stats import format_decimal, format_thousands  # noqa: E402
 from llmdefinitions.tokenizer import END_OF_TEXT_ID, encode_text, get_gpt2_tokenizer  # noqa: E402
 
 GOALS = {"job": 4.0, "train": 3.0, "eval": 4.0, "generation": 30.0}
@@ -655,8 +655,9 @@ def main(argv=None) -> int:
 
     # 5. bf16 against fp32: the loss (tolerance) and one training step's cost in each.
     check = bf16_against_fp32(clock, model, job.course_batches[starts[0]])
-    print(f"[5] bf16 autocast × fp32, um lote empacotado do trabalho: perda fp32 {check['fp32_loss']:.5f}, "
-          f"bf16 {check['bf16_loss']:.5f} (diferença relativa {100 * check['relative_loss_difference']:.2f} %, "
+    print(f"[5] bf16 autocast × fp32, um lote empacotado do trabalho: perda fp32 {format_decimal(check['fp32_loss'], 5)}, "
+          f"bf16 {format_decimal(check['bf16_loss'], 5)} (diferença relativa "
+          f"{format_decimal(100 * check['relative_loss_difference'])} %, "
           f"tolerância {100 * BF16_LOSS_TOLERANCE:.0f} %); um passo: fp32 {fmt(check['fp32_step_wall'])} "
           f"(CPU {fmt(check['fp32_step_cpu'])}), bf16 {fmt(check['bf16_step_wall'])} "
           f"(CPU {fmt(check['bf16_step_cpu'])})")
@@ -698,7 +699,7 @@ def main(argv=None) -> int:
         print(f"    {label:28s} {format_decimal(value, 1):>6s}x  meta >= {goal:.0f}x  "
               f"{'ok' if value >= goal else 'NÃO ALCANÇADA'}")
     print(f"    saídas gulosas fp32 idênticas: {'ok' if identical else 'NÃO'}; perda bf16 a "
-          f"{100 * check['relative_loss_difference']:.2f} % da fp32: "
+          f"{format_decimal(100 * check['relative_loss_difference'])} % da fp32: "
           f"{'ok' if check['relative_loss_difference'] <= BF16_LOSS_TOLERANCE else 'NÃO'}")
     print("    o que limita cada etapa (uso do pico medido em [1], parte do tempo do trabalho):")
     for stage in book_job:
@@ -712,8 +713,8 @@ def main(argv=None) -> int:
         if stage == "geração do teste":
             shared = len(common_prefix(job.prompts))
             course_tokens = shared + sum(len(p) - shared + min(n, 256) for p, n in zip(job.prompts, job.answer_tokens))
-            line += (f"; tokens calculados: {book_units} no livro (a janela inteira a cada token) e "
-                     f"{course_tokens} no curso (prefixo comum uma vez, cache KV): {book_units / course_tokens:.0f}x "
+            line += (f"; tokens calculados: {format_thousands(book_units)} no livro (a janela inteira a cada token) e "
+                     f"{format_thousands(course_tokens)} no curso (prefixo comum uma vez, cache KV): {book_units / course_tokens:.0f}x "
                      "menos trabalho, o teto da razão com a mesma eficiência; a decodificação em lotes de "
                      "poucas linhas aproveita menos o pico do que as janelas longas do livro")
         print(line)
