@@ -60,7 +60,7 @@ def run_way(way: str, args) -> dict:
     """Build the models and run ``args.steps`` DPO steps; peak memory and time (in this process)."""
     import torch
 
-    from bench_speed import PeakMemory
+    from peak_memory import PeakMemory
     from llmdefinitions.config import get_config
     from llmdefinitions.dpo import compute_dpo_loss_batch
     from llmdefinitions.lora import count_parameters, replace_linear_with_lora

@@ -1,789 +1,746 @@
 #!/usr/bin/env python
-"""Speed of training and of test-set generation: the seed's way against ours, on this machine.
+"""The whole job, the book's way against the course's, on this machine (issue 18).
 
-    LLMDEF_MIRROR=../shared/data python benchmarks/bench_speed.py           # full run, < 10 min
-    LLMDEF_MIRROR=../shared/data python benchmarks/bench_speed.py --quick   # CI, ~1-2 min
+    LLMDEF_MIRROR=/work/shared/data python benchmarks/bench_speed.py            # gpt2-medium
+    LLMDEF_MIRROR=/work/shared/data python benchmarks/bench_speed.py --quick    # CI: gpt2-small, minutes
 
-``benchmarks/README.md`` explains every line (in Portuguese). In short:
+The job is the course's chain on the GPT-2 medium shape (random weights: speed does not
+depend on their values): finetune 2 epochs over the 935 training items with the loss
+evaluated every 5 steps over 5 + 5 batches (the book's ``eval_freq=5, eval_iter=5``),
+the two epoch-end sample answers, then the answers to the 110 test items (up to 256 new
+tokens, greedy, stop at end-of-text).
 
-* [1] the fp32 (and bf16/fp16) matmul peak, measured now: the ceiling for GEMM-bound work;
-* [2] training, the same batches of 8 samples both ways, steps alternated so that the
-  machine's load hits both alike. The seed: fp32, ``DataLoader(shuffle=True)`` padded by
-  ``custom_collate_fn``, ``model(x)`` then cross-entropy over every position, torch's
-  default AdamW. Ours: ``speed_settings(device)``: precision chosen by the device, the
-  same batches packed (no padding), logits only at target tokens, fused AdamW. Target
-  tokens per second, and FLOP/s (6·N per target token, N = weights in matrix products);
-* [3] fp32 against bf16 autocast: the loss of the same small model trained on the same
-  batches (quality), and the speed of both on this device (is ``choose_precision`` right?);
-* [4] greedy generation in fp32. (a) the same test prompts both ways: the seed one prompt
-  at a time with ``generate(..., use_cache=False)``, ours ``generate_responses`` (KV
-  cache, batches sorted by length, per-row stop); outputs must be identical. (b) ours on
-  the whole test set; the seed's time there is estimated from its cost per step
-  measured in (a), because running it would take far longer than the benchmark;
-* [5] the summary against the targets, and what limits a target that is not reached.
+* **The book's way**: ``train_model_simple`` (``calc_loss_loader``, ``evaluate_model``)
+  from ``llmdefinitions.training``, fp32, the book's shuffled padded batches, PyTorch's
+  default AdamW; one test prompt at a time with the book's loop (``generate(...,
+  use_cache=False)``: the whole window again for every token).
+* **The course's way**: ``Profile`` defaults through ``pipeline.make_loaders``,
+  ``trainer.make_optimizer`` and ``trainer.train_model``; ``generate_responses``.
+
+Random weights never write end-of-text, so every answer would run to the 256-token cap.
+Here each answer is made to end where the book's published answer to the same test item
+ends (``instruction-data-with-response.json``: the tokens of "\\n\\n### Response:\\n" +
+answer, then end-of-text), by forcing end-of-text in the model's logits at that step
+(:class:`ScriptedStop`, the same for both ways): the real job's answer lengths.
+
+Running the book's whole job here would take hours, so both ways run slices of it, in
+rounds that alternate the two ways (load on the shared CPU hits both alike): ``--rounds``
+slices of 5 training steps + 1 evaluation (the real loops, on the job's own batches),
+``--book-prompts`` test prompts the book's way; the course's way answers the whole test
+set. Each stage is scaled to the whole job by its measured cost per unit of work (tokens
+of the steps, evaluations, window tokens of the book's generation) and LABELLED
+"estimado"; ``benchmarks/README.md`` explains every line (in Portuguese).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
-import gc
-import importlib.util
-import itertools
+import io
 import json
+import math
 import os
 import platform
+import subprocess
 import sys
 import tempfile
-import threading
 import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-# Set before torch loads OpenMP. On a CPU shared with other processes, spinning OpenMP
-# threads wait for each other far too long (measured here: 2 threads 3x slower than 1
-# under load); passive waiting avoids that and costs nothing measurable on large matmuls.
+# Before torch starts: OpenMP threads that wait passively (on a CPU shared with other
+# processes, spinning threads wait for each other far too long), and huge pages for
+# large tensors (see llmdefinitions.device.tune_cpu_allocator). Both ways get them.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-if importlib.util.find_spec("llmdefinitions") is None:     # a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
 
-from llmdefinitions.batching import make_train_loader, speed_settings  # noqa: E402
+from llmdefinitions import trainer, training  # noqa: E402
 from llmdefinitions.config import get_config  # noqa: E402
 from llmdefinitions.data import (InstructionDataset, custom_collate_fn, download_and_load_file,  # noqa: E402
                                  split_data)
-from llmdefinitions.device import autocast, choose_device, cpu_has_native_bf16, make_grad_scaler  # noqa: E402
-from llmdefinitions.generation import extract_response, generate, generate_batch, generate_responses  # noqa: E402
-from llmdefinitions.model import GPTModel  # noqa: E402
-from llmdefinitions.packing import packed_collate_fn  # noqa: E402
+from llmdefinitions.device import (autocast, choose_device, choose_precision, cpu_has_native_bf16,  # noqa: E402
+                                   tune_cpu_allocator)
+from llmdefinitions.downloads import DATASET_URL, DATASET_WITH_RESPONSE_URL  # noqa: E402
+from llmdefinitions.generation import common_prefix, extract_response, generate, generate_responses  # noqa: E402
+from llmdefinitions.model import GPTModel, KVCache  # noqa: E402
+from llmdefinitions.pipeline import PreparedData, make_loaders  # noqa: E402
+from llmdefinitions.profiles import load_profile  # noqa: E402
 from llmdefinitions.prompts import get_prompt_style  # noqa: E402
-from llmdefinitions.tokenizer import get_gpt2_tokenizer  # noqa: E402
-from llmdefinitions.training import (calc_loss_batch, calc_loss_loader, compile_model,  # noqa: E402
-                                     make_optimizer, optimizer_kind)
+from llmdefinitions.stats import format_decimal, format_thousands  # noqa: E402
+from llmdefinitions.tokenizer import END_OF_TEXT_ID, encode_text, get_gpt2_tokenizer  # noqa: E402
 
-SEED = 123
-EOS = 50256
-TARGETS = {"train": 4.0, "generation": 20.0, "bf16_loss": 0.02}
-
-
-# --- measuring ---------------------------------------------------------------------------------
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+GOALS = {"job": 4.0, "train": 3.0, "eval": 4.0, "generation": 30.0}
+BF16_LOSS_TOLERANCE = 0.02          # relative difference of the loss, bf16 autocast vs fp32
+SLICE_STEPS = 5                     # one slice = eval_freq steps = 1 evaluation + 5 steps
 
 
-class PeakMemory:
-    """Peak memory while the block runs.
+# --------------------------------------------------------------------------- measuring
 
-    CUDA: ``torch.cuda.max_memory_allocated``. CPU: the process's resident-set high-water
-    mark (``VmHWM``), reset at the start by writing 5 to ``/proc/self/clear_refs``
-    (Linux); elsewhere a thread samples the RSS with psutil every 5 ms.
-    """
+@dataclass
+class Cost:
+    """Seconds of wall-clock time and of this process's CPU time (all its threads)."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+    calls: int = 0
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(self.wall + other.wall, self.cpu + other.cpu, self.calls + other.calls)
+
+    def __sub__(self, other: "Cost") -> "Cost":
+        return Cost(self.wall - other.wall, self.cpu - other.cpu, self.calls)
+
+    def scaled(self, factor: float) -> "Cost":
+        return Cost(self.wall * factor, self.cpu * factor, self.calls)
+
+
+class Clock:
+    """``with clock.measure(key): ...`` adds the block's :class:`Cost` to ``clock.costs[key]``."""
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.bytes = 0
-        self.start_bytes = 0
-        self.method = ""
-        self._stop = None
+        self.costs: Dict[str, Cost] = {}
 
-    @staticmethod
-    def _status(field_name: str) -> Optional[int]:
-        try:
-            with open("/proc/self/status", encoding="utf-8") as status:
-                for line in status:
-                    if line.startswith(field_name + ":"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-        return None
-
-    def __enter__(self):
-        gc.collect()
+    def sync(self) -> None:
         if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-            self.start_bytes = torch.cuda.memory_allocated()
-            self.method = "torch.cuda.max_memory_allocated"
-            return self
+            torch.cuda.synchronize()
+
+    @contextlib.contextmanager
+    def measure(self, key: str):
+        self.sync()
+        wall, cpu = time.perf_counter(), time.process_time()
         try:
-            with open("/proc/self/clear_refs", "w", encoding="utf-8") as handle:
-                handle.write("5")
-            if self._status("VmHWM") is not None:
-                self.start_bytes = self._status("VmRSS") or 0
-                self.method = "RSS máximo (VmHWM)"
-                return self
-        except OSError:
-            pass
-        import psutil
+            yield
+        finally:
+            self.sync()
+            spent = Cost(time.perf_counter() - wall, time.process_time() - cpu, 1)
+            self.costs[key] = self.costs.get(key, Cost()) + spent
 
-        process, self._stop = psutil.Process(), threading.Event()
-        self.start_bytes = process.memory_info().rss
-        self.method = "RSS máximo (psutil, amostrado)"
+    def get(self, key: str) -> Cost:
+        return self.costs.get(key, Cost())
 
-        def sample():
-            while not self._stop.is_set():
-                self.bytes = max(self.bytes, process.memory_info().rss)
-                time.sleep(0.005)
+    @contextlib.contextmanager
+    def instrument(self, targets: Dict[str, Tuple[object, str]]):
+        """Time the functions the loops call (``key -> (module, name)``), then put them back."""
+        originals = {}
+        for key, (module, name) in targets.items():
+            function = getattr(module, name)
+            originals[key] = function
 
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
+            def timed(*args, _function=function, _key=key, **kwargs):
+                with self.measure(_key):
+                    return _function(*args, **kwargs)
 
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            self.bytes = torch.cuda.max_memory_allocated()
-        elif self._stop is not None:
-            self._stop.set()
-            self._thread.join()
-        else:
-            self.bytes = self._status("VmHWM") or 0
-        return False
+            setattr(module, name, timed)
+        try:
+            yield
+        finally:
+            for key, (module, name) in targets.items():
+                setattr(module, name, originals[key])
 
 
-@contextmanager
-def timed(device, out: Dict[str, float], key: str):
-    sync(device)
-    start = time.perf_counter()
-    yield
-    sync(device)
-    out[key] = out.get(key, 0.0) + time.perf_counter() - start
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, quick: bool) -> float:
-    """Best FLOP/s of a few large matrix products (the ceiling for our GEMM-bound work)."""
-    if device.type == "cuda":
-        shapes = [(8192, 8192, 8192)]
-    elif dtype == torch.float32:
-        shapes = [(1024, 768, 3072)] if quick else [(1024, 768, 3072), (2048, 2048, 2048)]
-    else:                                # bf16 without hardware support can be very slow
-        shapes = [(256, 768, 768)]
-    best = 0.0
-    for m, k, n in shapes:
-        a = torch.randn(m, k, device=device, dtype=dtype)
-        b = torch.randn(k, n, device=device, dtype=dtype)
-        a @ b
-        for _ in range(2 if quick else 3):
-            sync(device)
-            start = time.perf_counter()
-            a @ b
-            sync(device)
-            best = max(best, 2 * m * k * n / (time.perf_counter() - start))
-    return best
-
-
-def matmul_params(model: GPTModel) -> int:
-    """N in 6·N·tokens: every weight that takes part in a matrix product (embeddings are lookups)."""
-    skip = {id(model.tok_emb.weight), id(model.pos_emb.weight)}
-    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
-
-
-# --- training ----------------------------------------------------------------------------------
-
-@dataclass
-class TrainResult:
-    name: str
-    steps: int
-    target_tokens: int           # tokens that count in the loss
-    computed_tokens: int         # positions the model computed (padding included)
-    fwd_bwd_s: float
-    optimizer_s: float
-    peak_bytes: int
-    losses: List[float] = field(default_factory=list)
-    optimizer: str = ""
-    precision: str = "fp32"
-
-    @property
-    def seconds(self) -> float:
-        return self.fwd_bwd_s + self.optimizer_s
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.target_tokens / self.seconds
-
-
-def seed_loss(batch, model, device, precision="fp32"):
-    """The seed's loss: logits for every position, cross-entropy with ignore_index=-100."""
-    inputs, targets = batch
-    logits = model(inputs.to(device))
-    return F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten())
-
-
-def our_loss(batch, model, device, precision):
-    """Ours: autocast by precision, logits only at target tokens, loss / target tokens."""
-    inputs, targets, *extra = batch
-    with autocast(device, precision):
-        return calc_loss_batch(inputs, targets, model, device, *extra)
-
-
-class TrainWay:
-    """One way of training (loss, optimizer, precision) whose steps are timed one at a time.
-
-    The two ways run their steps alternately, so a change in the machine's load (other
-    processes) hits both alike. Peak memory of a step leaves out the other way's
-    optimizer state, which is resident meanwhile but not part of this way.
-    """
-
-    def __init__(self, name, loss_fn, model, optimizer, device, precision):
-        self.name, self.loss_fn, self.model, self.optimizer = name, loss_fn, model, optimizer
-        self.device, self.precision = device, precision
-        self.scaler = make_grad_scaler(device, precision)
-        self.times = {"fwd_bwd": 0.0, "optimizer": 0.0}
-        self.losses: List[float] = []
-        self.peak = 0
-        self.batches: list = []
-
-    def step(self, batch, record: bool = True, other_state_bytes: int = 0) -> None:
-        times: Dict[str, float] = {}
-        with PeakMemory(self.device) as memory:
-            self.optimizer.zero_grad(set_to_none=True)
-            with timed(self.device, times, "fwd_bwd"):
-                loss = self.loss_fn(batch, self.model, self.device, self.precision)
-                (self.scaler.scale(loss) if self.scaler else loss).backward()
-            with timed(self.device, times, "optimizer"):
-                if self.scaler:
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    self.optimizer.step()
-        if record:
-            for key, value in times.items():
-                self.times[key] += value
-            self.losses.append(loss.item())
-            self.peak = max(self.peak, memory.bytes - other_state_bytes)
-            self.batches.append(batch)
-
-    def result(self) -> TrainResult:
-        return TrainResult(self.name, len(self.batches), sum(int((b[1] != -100).sum()) for b in self.batches),
-                           sum(b[0].numel() for b in self.batches), self.times["fwd_bwd"],
-                           self.times["optimizer"], self.peak, self.losses, optimizer_kind(self.optimizer),
-                           self.precision)
-
-
-def state_bytes(optimizer) -> int:
-    return sum(t.numel() * t.element_size() for state in optimizer.state.values()
-               for t in state.values() if torch.is_tensor(t))
-
-
-def take_batches(loader, n: int):
-    torch.manual_seed(SEED)          # the seed's shuffle: both ways see the same samples
-    start = time.perf_counter()
-    batches = list(itertools.islice(loader, n))
-    return batches, (time.perf_counter() - start) / max(n, 1)
-
-
-# --- quality and speed: fp32 against bf16 ------------------------------------------------------
-
-def loss_curve(precision, train_set, val_set, steps, batch_size, device):
-    """Train the tiny model on the seed's first ``steps`` batches (packed); final val loss in fp32."""
-    torch.manual_seed(SEED)
-    model = GPTModel(get_config("gpt2-tiny (test)")).to(device)
-    optimizer = make_optimizer(model, lr=1e-3, weight_decay=0.1)
-    batches, _ = take_batches(make_train_loader(train_set, batch_size, "packed", device), steps)
-    scaler = make_grad_scaler(device, precision)
-    losses = []
-    sync(device)
-    start = time.perf_counter()
-    for batch in batches:
-        optimizer.zero_grad(set_to_none=True)
-        loss = our_loss(batch, model, device, precision)
-        (scaler.scale(loss) if scaler else loss).backward()
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        losses.append(loss.item())
-    sync(device)
-    seconds = time.perf_counter() - start
-    val_loader = torch.utils.data.DataLoader(val_set, batch_size=8,
-                                             collate_fn=lambda b: custom_collate_fn(b, device=device))
-    model.eval()
-    with torch.no_grad():
-        val = calc_loss_loader(val_loader, model, device, token_weighted=True)
-    return losses, val, seconds
-
-
-def precision_speed(model, sample, prompts, device, precision, train: bool):
-    """Seconds of one forward+backward of a packed sample (if ``train``) and of 4 batched greedy tokens."""
-    times: Dict[str, float] = {}
-    with torch.no_grad(), autocast(device, precision):      # warmup: weight conversion, kernels
-        generate_batch(model, [prompts[0][:8]], 1)
-    if train:
-        with timed(device, times, "train"):
-            our_loss(packed_collate_fn([sample], device=device), model, device, precision).backward()
-        model.zero_grad(set_to_none=True)
-    with timed(device, times, "generation"), autocast(device, precision):
-        out = generate_batch(model, prompts, 4)
-    return times.get("train"), times["generation"], out
-
-
-# --- generation --------------------------------------------------------------------------------
-
-class GenerationProbe:
-    """Where generation time goes: prefill, decode, the seed's full recomputation, the vocabulary head.
-
-    ``steps`` keeps ``(tokens in the window, seconds)`` of every full forward pass (the
-    seed's steps), to fit the seed's cost per step.
-    """
-
-    def __init__(self, model, device):
-        self.model, self.device = model, device
-        self.times: Dict[str, float] = {}
-        self.predictions = 0
-        self.steps: List[tuple] = []
-
-    def __enter__(self):
-        original = self.model.hidden_states
-        starts: Dict[str, float] = {}
-
-        def hidden_states(in_idx, *args, **kwargs):
-            cached = kwargs.get("kv_cache") is not None
-            key = ("decode" if in_idx.shape[1] == 1 else "prefill") if cached else "recálculo"
-            with timed(self.device, self.times, key):
-                return original(in_idx, *args, **kwargs)
-
-        def start(name):
-            def hook(module, args):
-                sync(self.device)
-                starts[name] = time.perf_counter()
-            return hook
-
-        def head_done(module, args, output):
-            sync(self.device)
-            self.times["cabeça"] = self.times.get("cabeça", 0.0) + time.perf_counter() - starts["head"]
-            self.predictions += output.shape[0]          # one next-token prediction per row
-
-        def forward_done(module, args, output):
-            sync(self.device)
-            self.steps.append((args[0].shape[1], time.perf_counter() - starts["forward"]))
-
-        self.model.hidden_states = hidden_states
-        self._hooks = [self.model.out_head.register_forward_pre_hook(start("head")),
-                       self.model.out_head.register_forward_hook(head_done),
-                       self.model.register_forward_pre_hook(start("forward")),
-                       self.model.register_forward_hook(forward_done)]
-        return self
-
-    def __exit__(self, *exc):
-        del self.model.hidden_states
-        for hook in self._hooks:
-            hook.remove()
-        return False
-
-
-def prompt_ids(tokenizer, entry) -> List[int]:
-    return tokenizer.encode(get_prompt_style("alpaca").prompt(entry), allowed_special={"<|endoftext|>"})
-
-
-def pick_prompts(entries, tokenizer, k: int):
-    """``k`` test entries spread evenly over the prompt lengths (shortest and longest included)."""
-    order = sorted(range(len(entries)), key=lambda i: len(prompt_ids(tokenizer, entries[i])))
-    if k >= len(order):
-        return [entries[i] for i in order]
-    picks = sorted({order[round(j * (len(order) - 1) / max(k - 1, 1))] for j in range(k)})
-    return [entries[i] for i in picks]
-
-
-def seed_generation(model, tokenizer, entries, max_new_tokens, device) -> List[str]:
-    """The seed's loop: one prompt at a time, the whole sequence again for every token."""
-    answers = []
-    for entry in entries:
-        ids = torch.tensor([prompt_ids(tokenizer, entry)], device=device)
-        out = generate(model, ids, max_new_tokens, model.context_length, eos_id=EOS, use_cache=False)
-        answers.append(extract_response(tokenizer.decode(out[0, ids.shape[1]:].tolist())))
-    return answers
-
-
-@dataclass
-class GenResult:
-    name: str
-    prompts: int
-    seconds: float
-    predictions: int
-    peak_bytes: int
-    start_bytes: int
-    times: Dict[str, float]
-    steps: List[tuple] = field(default_factory=list)
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.predictions / self.seconds
-
-
-def run_generation(name, fn, model, device) -> GenResult:
-    with PeakMemory(device) as memory, GenerationProbe(model, device) as probe:
-        sync(device)
+def matmul_rate(device: torch.device, dtype: torch.dtype, repeats: int = 3) -> float:
+    """Best FLOP/s of the MLP product of a training batch (412 x 1024 x 4096): the ceiling."""
+    x = torch.randn(412, 1024, device=device, dtype=dtype)
+    w = torch.randn(4096, 1024, device=device, dtype=dtype)
+    F.linear(x, w)
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         start = time.perf_counter()
-        prompts = fn()
-        sync(device)
-        seconds = time.perf_counter() - start
-    return GenResult(name, prompts, seconds, probe.predictions, memory.bytes, memory.start_bytes,
-                     dict(probe.times), probe.steps)
-
-
-def mean_of_runs(a: GenResult, b: GenResult) -> GenResult:
-    keys = set(a.times) | set(b.times)
-    return GenResult(a.name, a.prompts, (a.seconds + b.seconds) / 2, a.predictions,
-                     max(a.peak_bytes, b.peak_bytes), min(a.start_bytes, b.start_bytes),
-                     {k: (a.times.get(k, 0.0) + b.times.get(k, 0.0)) / 2 for k in keys})
-
-
-def fit_step_cost(steps):
-    """Least-squares ``seconds = a + b * window_tokens`` over the seed's measured steps."""
-    xs = [float(t) for t, _ in steps]
-    ys = [s for _, s in steps]
-    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    var = sum((x - mean_x) ** 2 for x in xs)
-    b = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / var if var else 0.0
-    return mean_y - b * mean_x, b
-
-
-def split_by_prompt(steps):
-    """The seed's steps of each prompt: the window grows by one token per step within a prompt."""
-    groups: List[list] = []
-    for t, seconds in steps:
-        if not groups or t != groups[-1][-1][0] + 1:
-            groups.append([])
-        groups[-1].append((t, seconds))
-    return groups
-
-
-def leave_one_prompt_out(steps) -> float:
-    """Largest relative error predicting one prompt's time from a fit on the other prompts."""
-    groups = split_by_prompt(steps)
-    worst = 0.0
-    for i, group in enumerate(groups):
-        rest = [s for j, g in enumerate(groups) if j != i for s in g]
-        if len({t for t, _ in rest}) < 2:
-            continue
-        a, b = fit_step_cost(rest)
-        predicted = sum(a + b * t for t, _ in group)
-        measured = sum(s for _, s in group)
-        worst = max(worst, abs(predicted - measured) / measured)
-    return worst
-
-
-def seed_time_model(a, b, prompt_lengths, new_tokens):
-    """The seed's time for these prompts: ``new_tokens`` full passes each, window growing by 1."""
-    return sum(a + b * (length + t) for length in prompt_lengths for t in range(new_tokens))
-
-
-# --- the report --------------------------------------------------------------------------------
-
-def gb(n: int) -> str:
-    return f"{n / 2**30:.2f} GB"
-
-
-def gflops(x: float) -> str:
-    return f"{x / 1e9:.1f} GFLOP/s"
+        F.linear(x, w)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * 412 * 1024 * 4096 / best
 
 
 def load_average() -> str:
+    """The 1, 5 and 15-minute load averages (what ``uptime`` shows)."""
     try:
-        return " ".join(f"{x:.1f}" for x in os.getloadavg())
-    except (AttributeError, OSError):
-        return "n/d"
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+        return " ".join(format_decimal(x, 2) for x in os.getloadavg())
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return "?"
 
 
-def header(args, device, model, n_matmul):
-    print("=" * 78)
-    print("Benchmark de velocidade — llmdefinitions (semente × nosso)")
-    print("=" * 78)
-    if device.type == "cuda":
-        print(f"Dispositivo: {torch.cuda.get_device_name()} (CUDA)")
-    else:
-        flags = "com AMX/AVX512-BF16" if cpu_has_native_bf16() else "sem AMX/AVX512-BF16"
-        print(f"Dispositivo: CPU {cpu_name()}, {os.cpu_count()} núcleos ({flags})")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, carga média (1/5/15 min): {load_average()}")
-    print(f"Modelo: {args.model} (pesos aleatórios), {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M "
-          f"parâmetros, N = {n_matmul / 1e6:.1f} M em produtos de matrizes")
-    print(f"Modo: {'rápido (--quick)' if args.quick else 'completo'}")
-    print()
+# --------------------------------------------------------------------------- the job
+
+class SliceLoader:
+    """A fixed list of batches with a loader's ``len`` and iteration (a slice of the job)."""
+
+    def __init__(self, batches: Sequence):
+        self.batches = list(batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
 
 
-def print_train(r: TrainResult, collate_s, how, n_matmul, peak):
-    useful = 6 * n_matmul * r.target_tokens / r.seconds
-    print(f"    {r.name:8s} {r.tokens_per_s:7.1f} tokens-alvo/s | passo {r.seconds / r.steps:6.2f} s "
-          f"(fwd+bwd {r.fwd_bwd_s / r.steps:.2f} s, AdamW {r.optimizer} {r.optimizer_s / r.steps:.2f} s), {r.precision}")
-    print(f"             lotes: {how}; {r.computed_tokens} posições calculadas para {r.target_tokens} "
-          f"alvos ({r.computed_tokens / r.target_tokens:.2f}x); collate {collate_s * 1000:.1f} ms/lote")
-    print(f"             {gflops(useful)} úteis (6·N·alvos/s) = {100 * useful / peak:.0f}% do pico | "
-          f"memória de pico {gb(r.peak_bytes)}")
+class TrackedCache(KVCache):
+    """A KV cache that knows which prompt each of its rows holds (for :class:`ScriptedStop`)."""
+
+    def __init__(self, n_layers: int):
+        super().__init__(n_layers)
+        self.prompt_of_row: List[Optional[int]] = []
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        super().select_rows(rows)
+        self.prompt_of_row = [self.prompt_of_row[r] for r in rows.tolist()]
+
+    def replace_rows(self, rows: List[int], other: "TrackedCache") -> None:
+        super().replace_rows(rows, other)
+        for row, prompt in zip(rows, other.prompt_of_row):
+            self.prompt_of_row[row] = prompt
+
+    def repeated(self, batch: int, room: int = 0) -> "TrackedCache":
+        copy = TrackedCache(len(self.keys))
+        copy.__dict__.update(super().repeated(batch, room).__dict__)
+        copy.prompt_of_row = [None] * batch
+        return copy
 
 
-def print_gen(r: GenResult, n_matmul, peak):
-    parts = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(r.times.items()))
-    other = r.seconds - sum(r.times.values())
-    print(f"    {r.name:8s} {r.seconds:7.1f} s, {r.predictions} tokens, {r.tokens_per_s:6.2f} tokens/s | "
-          f"{parts}, resto (amostragem, Python) {other:.1f} s")
-    useful = 2 * n_matmul * r.tokens_per_s
-    print(f"             {gflops(useful)} úteis (2·N por token) = {100 * useful / peak:.1f}% do pico | "
-          f"memória de pico {gb(r.peak_bytes)} (+{(r.peak_bytes - r.start_bytes) / 2**20:.0f} MB na geração)")
+class ScriptedStop(torch.nn.Module):
+    """``model``, made to write end-of-text where the book's published answer to each prompt ends.
+
+    ``answer_tokens[i]`` tokens are written after ``prompts[i]``, then end-of-text is
+    forced (its logit set to +inf at that step); greedy tokens before it are the
+    model's own. The book's loop: the prompt is the one the window starts with. Batches:
+    each row is recognised when prefilled (it ends with the prompt's tokens after the
+    shared prefix, and has its length) and its cache (:class:`TrackedCache`) carries the
+    row's prompt however rows are dropped or replaced. Greedy decoding, as the job uses.
+    """
+
+    def __init__(self, model: GPTModel, prompts: Sequence[Sequence[int]], answer_tokens: Sequence[int],
+                 eos_id: int = END_OF_TEXT_ID):
+        super().__init__()
+        self.model, self.eos_id = model, eos_id
+        self.prompts = [tuple(p) for p in prompts]
+        self.answer_tokens = [int(n) for n in answer_tokens]
+        self.by_length: Dict[int, List[int]] = {}
+        for i, ids in enumerate(self.prompts):
+            self.by_length.setdefault(len(ids), []).append(i)
+        self.written: Dict[int, int] = {}        # tokens written so far, per prompt being answered
+        self._cache: Optional[TrackedCache] = None
+
+    @property
+    def context_length(self) -> int:
+        return self.model.context_length
+
+    @property
+    def pos_emb(self):
+        return self.model.pos_emb
+
+    def new_kv_cache(self) -> TrackedCache:
+        return TrackedCache(len(self.model.trf_blocks))
+
+    def _recognise(self, length: int, ends_with: Tuple[int, ...]) -> int:
+        found = [i for i in self.by_length.get(length, []) if self.prompts[i][length - len(ends_with):] == ends_with]
+        if len({self.answer_tokens[i] for i in found}) != 1:
+            raise RuntimeError(f"ScriptedStop: prompt de {length} tokens não reconhecido ({len(found)} candidatos).")
+        return found[0]
+
+    def hidden_states(self, idx, position_ids=None, segment_ids=None, kv_cache=None):
+        self._cache = kv_cache
+        if idx.shape[1] > 1 and position_ids is not None:       # a batch's prefill: which prompt is in each row
+            kv_cache.prompt_of_row = []
+            for r in range(idx.shape[0]):
+                prompt = self._recognise(int(position_ids[r, -1]) + 1, tuple(idx[r][segment_ids[r] == 1].tolist()))
+                kv_cache.prompt_of_row.append(prompt)
+                self.written[prompt] = 0
+        return self.model.hidden_states(idx, position_ids, segment_ids, kv_cache)
+
+    def out_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.model.out_head(hidden)
+        rows = self._cache.prompt_of_row
+        for r, prompt in enumerate(rows):
+            if self.written[prompt] >= self.answer_tokens[prompt]:
+                logits[r, self.eos_id] = float("inf")
+        for prompt, token in zip(rows, logits.argmax(dim=-1).tolist()):
+            if token != self.eos_id:
+                self.written[prompt] += 1
+        return logits
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """The book's loop: the whole window; its prompt is the longest one it starts with."""
+        logits = self.model(idx)
+        window = tuple(idx[0].tolist())
+        for length in sorted(self.by_length, reverse=True):
+            found = [i for i in self.by_length[length] if window[:length] == self.prompts[i]]
+            if length <= len(window) and found:
+                if len(window) - length >= self.answer_tokens[found[0]]:
+                    logits[0, -1, self.eos_id] = float("inf")
+                return logits
+        raise RuntimeError("ScriptedStop: a janela não começa por nenhum prompt conhecido.")
+
+
+@dataclass
+class Job:
+    """What the whole job computes, and the data both ways use."""
+
+    model_name: str
+    train_set: InstructionDataset
+    prepared: PreparedData
+    book_batches: List                      # every step of the job (2 epochs), the book's batches
+    course_batches: List                    # the same samples, as the course's loader gives them
+    evaluations: int                        # evaluation passes in the job
+    prompts: List[List[int]]                # test prompts (tokens)
+    answer_tokens: List[int]                # tokens each answer has in the book's published run
+    epochs: int = 2
+
+    @property
+    def steps(self) -> int:
+        return len(self.book_batches)
+
+    def step_tokens(self, step: int) -> int:
+        """Tokens of the samples of a step (the same in both ways: the work, without padding)."""
+        return int((self.book_batches[step][1] != -100).sum())
+
+    def book_window_tokens(self, i: int) -> int:
+        """Tokens the book's loop computes for prompt ``i``: its window at every step."""
+        p, calls = len(self.prompts[i]), min(self.answer_tokens[i] + 1, 256)
+        return calls * p + calls * (calls - 1) // 2
+
+
+def build_job(model_name: str, device: torch.device, data_dir: Path) -> Job:
+    tokenizer = get_gpt2_tokenizer()
+    data = download_and_load_file(data_dir / "instruction-data.json", DATASET_URL)
+    train, test, val = split_data(data)
+    published = download_and_load_file(data_dir / "instruction-data-with-response.json",
+                                       DATASET_WITH_RESPONSE_URL)
+    if [e["instruction"] for e in published] != [e["instruction"] for e in test]:
+        raise SystemExit("As respostas publicadas do livro não correspondem ao conjunto de teste.")
+    style = get_prompt_style("alpaca")
+    prompts = [encode_text(tokenizer, style.prompt(e)) for e in test]
+    answer_tokens = [len(encode_text(tokenizer, style.response_prefix + e["model_response"])) for e in published]
+    profile = load_profile("completo")
+    prepared = PreparedData(train, val, test, tokenizer)
+    train_set = InstructionDataset(train, tokenizer)
+    # The book's loader (ch. 7): seed 123, shuffled, padded, drop_last; two epochs of it.
+    torch.manual_seed(profile.seed)
+    book_loader = DataLoader(train_set, batch_size=profile.batch_size, shuffle=True, drop_last=True,
+                             collate_fn=partial(custom_collate_fn, device=device, allowed_max_length=1024))
+    book_batches = [b for _ in range(profile.num_epochs) for b in book_loader]
+    course_loader = make_loaders(profile, prepared, device)[0]          # seeds 123 itself
+    course_batches = [b for _ in range(profile.num_epochs) for b in course_loader]
+    for a, b in zip(book_batches, course_batches):                      # the same samples per step
+        assert int((a[1] != -100).sum()) == int((b[1] != -100).sum())
+    evaluations = math.ceil(len(book_batches) / profile.eval_freq)       # steps 0, 5, 10, ...
+    return Job(model_name, train_set, prepared, book_batches, course_batches, evaluations, prompts,
+               answer_tokens, profile.num_epochs)
+
+
+# --------------------------------------------------------------------------- the two ways
+
+@dataclass
+class WayCosts:
+    """What one way spent in the measured slices, and the work those slices held."""
+
+    steps: Cost = field(default_factory=Cost)
+    step_count: int = 0
+    step_tokens: int = 0
+    evaluation: Cost = field(default_factory=Cost)
+    samples: Cost = field(default_factory=Cost)
+    generation: Cost = field(default_factory=Cost)
+    generation_units: int = 0               # book: window tokens; course: prompts answered
+    answers: Dict[int, str] = field(default_factory=dict)
+
+
+def run_slice(way: str, clock: Clock, job: Job, model, optimizer, start: int, val_loader, profile,
+              label: Optional[str] = None) -> None:
+    """``SLICE_STEPS`` steps of the job from ``start`` through the way's real loop (1 evaluation, 1 sample).
+
+    Costs go to ``<label>:slice``, ``<label>:eval`` and ``<label>:sample`` (label: the way).
+    """
+    label = label or way
+    start_context = get_prompt_style("alpaca").prompt(job.prepared.val[0])
+    module = training if way == "book" else trainer
+    targets = {f"{label}:eval": (module, "evaluate_model" if way == "book" else "evaluate"),
+               f"{label}:sample": (module, "generate_and_print_sample")}
+    with clock.instrument(targets), clock.measure(f"{label}:slice"), contextlib.redirect_stdout(io.StringIO()):
+        if way == "book":
+            training.train_model_simple(model, SliceLoader(job.book_batches[start:start + SLICE_STEPS]),
+                                        val_loader, optimizer, clock.device, num_epochs=1,
+                                        eval_freq=profile.eval_freq, eval_iter=profile.eval_iter,
+                                        start_context=start_context, tokenizer=job.prepared.tokenizer)
+        else:
+            trainer.train_model(model, SliceLoader(job.course_batches[start:start + SLICE_STEPS]),
+                                val_loader, optimizer, clock.device, num_epochs=1,
+                                eval_freq=profile.eval_freq, eval_iter=profile.eval_iter,
+                                start_context=start_context, tokenizer=job.prepared.tokenizer,
+                                precision=profile.precision, progress=False, log=lambda _: None)
+
+
+def book_generation(clock: Clock, job: Job, scripted: ScriptedStop, indices: Sequence[int],
+                    costs: WayCosts) -> None:
+    """The book: one prompt at a time, the whole window at every token (ch. 7's call)."""
+    tokenizer = job.prepared.tokenizer
+    for i in indices:
+        with clock.measure("book:generation"):
+            ids = torch.tensor([job.prompts[i]], device=clock.device)
+            out = generate(scripted, ids, max_new_tokens=256, context_size=scripted.context_length,
+                           eos_id=END_OF_TEXT_ID, use_cache=False)
+        costs.answers[i] = extract_response(tokenizer.decode(out[0, ids.shape[1]:].tolist()))
+        costs.generation_units += job.book_window_tokens(i)
+
+
+def course_generation(clock: Clock, key: str, job: Job, scripted: ScriptedStop, entries: Sequence[dict],
+                      batch_size: int, between: Optional[Callable[[int], None]] = None) -> List[str]:
+    """The course: ``generate_responses`` (continuous batching, KV cache, shared prefix), fp32.
+
+    ``between(n)`` runs after the n-th answer (the book's prompts, interleaved); its time
+    is measured under its own keys and taken out of ``key``.
+    """
+    scripted.eval()
+    nested = Clock(clock.device)
+    finished = []
+
+    def on_answer(answers: Dict[int, str]) -> None:
+        finished.extend(answers)
+        if between is not None:
+            with nested.measure("between"):
+                between(len(finished))
+
+    with clock.measure(key):
+        answers = generate_responses(scripted, job.prepared.tokenizer, entries, max_new_tokens=256,
+                                     batch_size=batch_size, progress=False, on_batch=on_answer)
+    clock.costs[key] = clock.get(key) - nested.get("between")
+    return answers
+
+
+def compile_check(clock: Clock, job: Job, model, optimizer, val_loader, profile, scripted: ScriptedStop,
+                  starts: Sequence[int]) -> Dict[str, float]:
+    """``torch.compile`` in the course's way: first runs (compilation included), then compiled
+    against eager, alternated (``torch.compiler.set_stance``), on the same slices and prompts."""
+    entries = job.prepared.test[:16]
+    run = partial(run_slice, "course", clock, job, model, optimizer, val_loader=val_loader, profile=profile)
+    gen = partial(course_generation, clock, job=job, scripted=scripted, entries=entries,
+                  batch_size=profile.generation_batch_size)
+    trainer.compile_model(model)
+    with clock.measure("compile:first"):
+        run(starts[0], label="compiled-first")
+        gen("compiled-first:generation")
+    for k in range(2):
+        start = starts[(k + 1) % len(starts)]
+        with torch.compiler.set_stance("force_eager"):
+            model.split_packed_attention = True          # eager at its best: attention by sample
+            run(start, label="eager")
+            gen("eager:generation")
+        model.split_packed_attention = False
+        run(start, label="compiled")
+        gen("compiled:generation")
+    out = {}
+    for label in ("eager", "compiled", "compiled-first"):
+        evaluation, samples = clock.get(f"{label}:eval"), clock.get(f"{label}:sample")
+        out[f"{label}_steps_s"] = (clock.get(f"{label}:slice") - evaluation - samples).wall
+        out[f"{label}_eval_s"] = evaluation.wall
+        out[f"{label}_generation_s"] = clock.get(f"{label}:generation").wall
+    out["first_s"] = clock.get("compile:first").wall
+    # Compilation = what the first compiled slice and answers took beyond a steady compiled one.
+    out["compile_overhead_s"] = out["first_s"] - (out["compiled_steps_s"] + out["compiled_eval_s"]
+                                                  + out["compiled_generation_s"]) / 2
+    return out
+
+
+def spread(count: int, total: int, width: int = 1) -> List[int]:
+    """``count`` starts spread evenly over ``range(total - width + 1)``."""
+    last = total - width
+    return sorted({round((k + 0.5) * last / count) for k in range(count)}) if count else []
+
+
+# --------------------------------------------------------------------------- precision checks
+
+def bf16_against_fp32(clock: Clock, model, batch) -> Dict[str, float]:
+    """Loss of one packed batch under bf16 autocast against fp32, and one training step's cost in each."""
+    model.train()
+    out: Dict[str, float] = {}
+    for precision in ("fp32", "bf16", "fp32", "bf16"):       # alternated: load hits both
+        model.zero_grad(set_to_none=True)
+        clock.sync()
+        start, cpu = time.perf_counter(), time.process_time()
+        with autocast(clock.device, precision):
+            loss, count = trainer.loss_sum_and_count(batch, model, clock.device)
+        (loss / count).backward()
+        clock.sync()
+        out[f"{precision}_step_cpu"] = min(out.get(f"{precision}_step_cpu", 1e9), time.process_time() - cpu)
+        out[f"{precision}_step_wall"] = min(out.get(f"{precision}_step_wall", 1e9), time.perf_counter() - start)
+        out[f"{precision}_loss"] = loss.item() / count
+    model.zero_grad(set_to_none=True)
+    out["relative_loss_difference"] = abs(out["bf16_loss"] - out["fp32_loss"]) / out["fp32_loss"]
+    return out
+
+
+def isa_emulations(quick: bool) -> List[dict]:
+    """GEMM rates in child processes as this CPU, and capped below its bf16 instructions."""
+    runs = [{}, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}]
+    if not quick:
+        runs.append({"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"})
+    results = []
+    for extra in runs:
+        env = {**os.environ, **extra}
+        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gemm_rates.py")], env=env,
+                              capture_output=True, text=True, timeout=600)
+        if done.returncode == 0:
+            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return results
+
+
+# --------------------------------------------------------------------------- report
+
+def fmt(seconds: float) -> str:
+    """Seconds as a short pt-BR duration."""
+    if seconds >= 3600:
+        return f"{format_decimal(seconds / 3600, 2)} h"
+    if seconds >= 60:
+        return f"{format_decimal(seconds / 60, 1)} min"
+    return f"{format_decimal(seconds, 1)} s"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{format_decimal(a / b, 1)}x" if b > 0 else "-"
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="gpt2-small", help="gpt2-small (padrão), gpt2-medium, ...")
-    parser.add_argument("--quick", action="store_true", help="poucos passos e itens (CI, ~1-2 min)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, mps (padrão: o melhor disponível)")
-    parser.add_argument("--train-steps", type=int, default=None, help="passos medidos de treino por modo")
-    parser.add_argument("--gen-prompts", type=int, default=None,
-                        help="prompts do teste gerados dos dois modos (a semente é lenta)")
-    parser.add_argument("--gen-tokens", type=int, default=None, help="máximo de tokens novos por resposta")
-    parser.add_argument("--gen-batch-size", type=int, default=None,
-                        help="lote de generate_responses (padrão: speed_settings)")
-    parser.add_argument("--loss-steps", type=int, default=None, help="passos da comparação fp32 × bf16")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--compile", action="store_true", help="torch.compile nos blocos (modo nosso)")
-    parser.add_argument("--data", default=None, help="arquivo instruction-data.json (baixado se faltar)")
-    parser.add_argument("--json", default=None, help="grava os resultados neste arquivo JSON")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="gpt2-medium (padrão) ou gpt2-small (--quick)")
+    parser.add_argument("--quick", action="store_true", help="CI: gpt2-small, 1 rodada, poucos prompts")
+    parser.add_argument("--rounds", type=int, default=None, help="fatias de 5 passos + 1 avaliação, por modo")
+    parser.add_argument("--book-prompts", type=int, default=None, help="prompts de teste gerados à moda do livro")
+    parser.add_argument("--test-items", type=int, default=None, help="itens de teste do modo do curso (padrão: 110)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--precision", default=None, help="precisão do modo do curso (padrão: a do Profile, 'auto')")
+    parser.add_argument("--attention", choices=("amostras", "mascara"), default="amostras",
+                        help="lotes empacotados: atenção amostra por amostra (padrão) ou uma máscara por linha")
+    parser.add_argument("--compile-check", action="store_true",
+                        help="mede torch.compile no modo do curso (compilação + passos, avaliação, geração)")
+    parser.add_argument("--no-tune-allocator", action="store_true", help="sem device.tune_cpu_allocator()")
+    parser.add_argument("--json", default=None, help="arquivo JSON com todos os números")
     args = parser.parse_args(argv)
     quick = args.quick
-    train_steps_n = args.train_steps or (1 if quick else 4)
-    gen_prompts = args.gen_prompts or (2 if quick else 4)
-    gen_tokens = args.gen_tokens or (8 if quick else 24)
-    loss_steps = args.loss_steps or (4 if quick else 12)
-    full_test_items = 32 if quick else None
+    model_name = args.model or ("gpt2-small" if quick else "gpt2-medium")
+    rounds = args.rounds or (1 if quick else 4)
+    book_prompts = args.book_prompts or (2 if quick else 8)
     if args.threads:
         torch.set_num_threads(args.threads)
-    run_start = time.perf_counter()
     device = choose_device(args.device)
+    tuned = False if args.no_tune_allocator or device.type != "cpu" else tune_cpu_allocator()
+    profile = load_profile("completo")
+    if args.precision:
+        profile = replace(profile, precision=args.precision)
+    run_start, load_start = time.perf_counter(), load_average()
 
-    # Data: the real instruction dataset (offline mirror first), the seed's 85/10/5 split.
-    data_file = (Path(args.data) if args.data
-                 else Path(tempfile.gettempdir()) / "llmdefinitions-bench" / "instruction-data.json")
-    data_file.parent.mkdir(parents=True, exist_ok=True)
-    entries = download_and_load_file(data_file)
-    train_entries, test_entries, val_entries = split_data(entries)
-    tokenizer = get_gpt2_tokenizer()
-    train_set = InstructionDataset(train_entries, tokenizer)
-    val_set = InstructionDataset(val_entries, tokenizer)
+    print(f"Benchmark do trabalho inteiro: {model_name}, {device}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; carga média no início: {load_start}")
+    print(f"    CPU: {platform.processor() or platform.machine()}; bf16 nativo: {cpu_has_native_bf16()}; "
+          f"alocador ajustado: {tuned}; THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}")
+    precision = choose_precision(device, profile.precision)
+    print(f"    modo do curso: precisão {profile.precision} -> {precision}, lotes {profile.batching}, "
+          f"AdamW fundido={profile.fused_optimizer}, compile={profile.compile}, "
+          f"geração em lotes de {profile.generation_batch_size}")
+    peaks = {"fp32": matmul_rate(device, torch.float32, 5), "bf16": matmul_rate(device, torch.bfloat16, 5)}
+    print(f"[1] pico de multiplicação de matrizes (412x1024x4096): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
+          f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
 
-    torch.manual_seed(SEED)
-    model = GPTModel(get_config(args.model)).to(device)
-    n_matmul = matmul_params(model)
-    header(args, device, model, n_matmul)
-    settings = speed_settings(device, compile=args.compile)
-    gen_batch = args.gen_batch_size or settings.generation_batch_size
-    results: dict = {"device": str(device), "model": args.model, "quick": quick,
-                     "settings": asdict(settings), "load_average_start": load_average()}
+    with tempfile.TemporaryDirectory() as data_dir:
+        job = build_job(model_name, device, Path(data_dir))
+    lengths = job.answer_tokens
+    print(f"[2] o trabalho: {job.steps} passos ({len(job.train_set)} itens, {job.epochs} épocas, lotes de 8), "
+          f"{job.evaluations} avaliações de 5+5 lotes, {job.epochs} amostras de fim de época, "
+          f"{len(job.prompts)} respostas de teste (até 256 tokens; fim forçado onde termina a resposta publicada "
+          f"do livro: média {format_decimal(sum(lengths) / len(lengths), 1)}, máx. {max(lengths)} tokens)")
 
-    # 1. Matmul peak.
-    peak32 = matmul_peak(device, torch.float32, quick)
-    low = torch.bfloat16 if device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
-    low_name = "bf16" if low == torch.bfloat16 else "fp16"
-    peak_low = matmul_peak(device, low, quick)
-    peak = peak32 if settings.precision == "fp32" else peak_low
-    print("[1] Pico de multiplicação de matrizes, medido agora")
-    print(f"    fp32: {gflops(peak32)}   {low_name}: {gflops(peak_low)}")
-    results["matmul_peak"] = {"fp32": peak32, low_name: peak_low}
-    print()
+    torch.manual_seed(profile.seed)
+    model = GPTModel(get_config(model_name)).to(device)
+    model.split_packed_attention = args.attention == "amostras"
+    n_matmul = sum(p.numel() for name, p in model.named_parameters() if p.dim() == 2 and "emb" not in name)
+    book_opt = torch.optim.AdamW(model.parameters(), lr=0.00005, weight_decay=0.1)      # the book's
+    course_opt = trainer.make_optimizer(model, lr=profile.learning_rate, weight_decay=profile.weight_decay,
+                                        fused=profile.fused_optimizer)
+    book_val = DataLoader(InstructionDataset(job.prepared.val, job.prepared.tokenizer), batch_size=8,
+                          shuffle=False, drop_last=False,
+                          collate_fn=partial(custom_collate_fn, device=device, allowed_max_length=1024))
+    course_val = make_loaders(profile, job.prepared, device)[1]
+    clock = Clock(device)
+    book, course = WayCosts(), WayCosts()
+    # Generation uses a copy of the weights as they are now: training slices change the
+    # model between rounds, and both ways must answer with the same weights.
+    scripted = ScriptedStop(copy.deepcopy(model), job.prompts, job.answer_tokens)
 
-    # 2. Training throughput, the same batches of samples both ways.
-    seed_loader = torch.utils.data.DataLoader(train_set, batch_size=8, shuffle=True, drop_last=True,
-                                              collate_fn=lambda b: custom_collate_fn(b, device=device))
-    our_loader = make_train_loader(train_set, 8, settings.batching, device)
-    seed_batches, seed_collate_s = take_batches(seed_loader, train_steps_n)
-    our_batches, our_collate_s = take_batches(our_loader, train_steps_n)
-    first = [train_set[0]]
-    print(f"[2] Treino: {train_steps_n} passo(s) medido(s) por modo, alternados; lotes de 8 amostras, "
-          "as mesmas nos dois modos")
-    our_model = model
-    compile_s = 0.0
-    if settings.compile:                 # only ours is compiled: it gets its own copy of the model
-        our_model = copy.deepcopy(model)
-        start = time.perf_counter()
-        compile_model(our_model)
-        our_loss(packed_collate_fn(first, device=device), our_model, device, settings.precision).backward()
-        compile_s = time.perf_counter() - start
-    seed_way = TrainWay("semente", seed_loss, model, make_optimizer(model, fused=False), device, "fp32")
-    our_way = TrainWay("nosso", our_loss, our_model, make_optimizer(our_model, fused=settings.fused_optimizer),
-                       device, settings.precision)
-    # Warmup (1 sample): allocates the optimizer states, warms the allocator and the kernels.
-    seed_way.step(custom_collate_fn(first, device=device), record=False)
-    our_way.step(packed_collate_fn(first, device=device), record=False)
-    for seed_batch, our_batch in zip(seed_batches, our_batches):
-        seed_way.step(seed_batch, other_state_bytes=state_bytes(our_way.optimizer))
-        our_way.step(our_batch, other_state_bytes=state_bytes(seed_way.optimizer))
-    seed_train, our_train = seed_way.result(), our_way.result()
-    del seed_way, our_way, our_model
-    model.zero_grad(set_to_none=True)
-    gc.collect()
-    print_train(seed_train, seed_collate_s, "preenchidos até a maior amostra (DataLoader da semente)",
-                n_matmul, peak32)
-    print_train(our_train, our_collate_s, f"os mesmos, '{settings.batching}'", n_matmul, peak)
-    if compile_s:
-        print(f"    torch.compile: {compile_s:.1f} s de compilação (fora da medida)")
-    train_ratio = our_train.tokens_per_s / seed_train.tokens_per_s
-    print(f"    RAZÃO treino (nosso/semente): {train_ratio:.2f}x  (meta >= {TARGETS['train']:.0f}x)")
-    results["train"] = {"seed": asdict(seed_train), "ours": asdict(our_train), "ratio": train_ratio}
-    print()
+    # 3. Rounds: a slice the book's way, the same slice the course's way, a few book prompts;
+    #    the course's test-set generation in the middle of the rounds.
+    starts = spread(rounds, job.steps, SLICE_STEPS)
+    test_items = min(args.test_items or len(job.prompts), len(job.prompts))
+    by_length = sorted(range(test_items), key=lambda i: len(job.prompts[i]))
+    chosen = [by_length[k] for k in spread(min(book_prompts, test_items), test_items)]
+    print(f"[3] medindo: {len(starts)} rodadas (passos {', '.join(str(s) for s in starts)} + 4), "
+          f"{len(chosen)} prompts à moda do livro, {test_items} respostas à moda do curso")
+    for r, start in enumerate(starts):
+        run_slice("book", clock, job, model, book_opt, start, book_val, profile)
+        run_slice("course", clock, job, model, course_opt, start, course_val, profile)
+        for steps in range(start, start + SLICE_STEPS):
+            book.step_tokens += job.step_tokens(steps)
+        print(f"    rodada {r + 1}: livro {fmt(clock.get('book:slice').wall)}, "
+              f"curso {fmt(clock.get('course:slice').wall)} (acumulado)", flush=True)
+        if r == (len(starts) - 1) // 2:
+            # The course answers the test set; after every few of its answers, one prompt the
+            # book's way (its time measured apart): the two alternate as the load changes.
+            entries = job.prepared.test[:test_items]
+            after = {round((k + 0.5) * len(entries) / len(chosen)): i for k, i in enumerate(chosen)}
 
-    # 3. fp32 against bf16: quality (small model, same batches) and speed on this device.
-    print(f"[3] fp32 × {low_name} autocast: modelo pequeno (gpt2-tiny), os mesmos {loss_steps} lotes de 2 amostras")
-    curves = {p: loss_curve(p, train_set, val_set, loss_steps, 2, device) for p in ("fp32", low_name)}
-    (l32, v32, s32), (l16, v16, s16) = curves["fp32"], curves[low_name]
-    rel_val = abs(v16 - v32) / v32
-    rel_last = abs(l16[-1] - l32[-1]) / l32[-1]
-    worst = max(abs(a - b) / a for a, b in zip(l32, l16))
-    print(f"    perda de treino: passo 1 {l32[0]:.4f} -> passo {loss_steps}: fp32 {l32[-1]:.4f}, {low_name} {l16[-1]:.4f} "
-          f"(dif. relativa {100 * rel_last:.2f}%, máx. na curva {100 * worst:.2f}%)")
-    print(f"    perda de validação final (avaliada em fp32): fp32 {v32:.4f}, {low_name} {v16:.4f} "
-          f"-> diferença relativa {100 * rel_val:.2f}%  (meta <= {100 * TARGETS['bf16_loss']:.0f}%)")
-    print(f"    velocidade do treino (modelo pequeno): fp32 {s32:.1f} s, {low_name} {s16:.1f} s -> "
-          f"{low_name} {s32 / s16:.2f}x a velocidade do fp32")
-    # On the big model: generation always; training only where bf16 matmuls are not hopeless
-    # (on a CPU without bf16 instructions they run ~30x slower: minutes for one sample).
-    big_train = peak_low >= 0.5 * peak32
-    prompts4 = [prompt_ids(tokenizer, e) for e in test_entries[:4]]
-    t32, g32, out32 = precision_speed(model, train_set[0], prompts4, device, "fp32", big_train)
-    t16, g16, out16 = precision_speed(model, train_set[0], prompts4, device, low_name, big_train)
-    if big_train:
-        print(f"    {args.model}, treino de 1 amostra: fp32 {t32:.2f} s, {low_name} {t16:.2f} s -> {low_name} {t32 / t16:.2f}x")
-    else:
-        print(f"    {args.model}, treino em {low_name} não medido: a multiplicação {low_name} roda a "
-              f"{peak_low / peak32:.2f}x a velocidade da fp32 aqui (veja [1])")
-    print(f"    {args.model}, geração 4 prompts x 4 tokens: fp32 {g32:.2f} s, {low_name} {g16:.2f} s -> "
-          f"{low_name} {g32 / g16:.2f}x; mesmas saídas gulosas: {'sim' if out32 == out16 else 'não'}")
-    low_faster = s16 < s32 and g16 < g32 and (not big_train or t16 < t32)
-    chosen = settings.precision
-    if device.type == "cuda":
-        verdict = "GPU: bf16/fp16 com tensor cores"
-    elif (chosen != "fp32") == low_faster:
-        verdict = "coerente com as medidas"
-    else:
-        verdict = "INCOERENTE com as medidas: revise device.choose_precision"
-    print(f"    choose_precision('auto') neste dispositivo = {chosen}: {verdict}")
-    results["precision"] = {"fp32_train_curve": l32, "bf16_train_curve": l16, "fp32_val": v32,
-                            "bf16_val": v16, "relative_val": rel_val, "relative_last_train": rel_last,
-                            "low_precision": low_name, "small_train_s": {"fp32": s32, low_name: s16},
-                            "big_train_s": {"fp32": t32, low_name: t16},
-                            "big_generation_s": {"fp32": g32, low_name: g16}, "auto": chosen}
-    print()
+            def book_prompt(answered: int) -> None:
+                if answered in after:
+                    book_generation(clock, job, scripted, [after[answered]], book)
 
-    # 4. Generation: the same test prompts both ways; ours also on the whole test set.
-    model.eval()
-    subset = pick_prompts(test_entries, tokenizer, gen_prompts)
-    lengths = [len(prompt_ids(tokenizer, e)) for e in subset]
-    print(f"[4] Geração gulosa fp32, até {gen_tokens} tokens novos por resposta, eos={EOS}")
-    print(f"    (a) os dois modos, {len(subset)} prompts do teste de {min(lengths)} a {max(lengths)} tokens")
-    answers: Dict[str, List[str]] = {}
+            answers = course_generation(clock, "course:generation", job, scripted, entries,
+                                        profile.generation_batch_size, between=book_prompt)
+            course.answers = dict(enumerate(answers))
+            course.generation_units = len(entries)
+            print(f"    geração, intercalada: curso {len(entries)} respostas em "
+                  f"{fmt(clock.get('course:generation').wall)}, livro {len(book.answers)} prompts em "
+                  f"{fmt(clock.get('book:generation').wall)}", flush=True)
+    course.step_tokens = book.step_tokens
+    for way, costs in (("book", book), ("course", course)):
+        costs.evaluation = clock.get(f"{way}:eval")
+        costs.samples = clock.get(f"{way}:sample")
+        costs.steps = clock.get(f"{way}:slice") - costs.evaluation - costs.samples
+        costs.step_count = len(starts) * SLICE_STEPS
+        costs.generation = clock.get(f"{way}:generation")
 
-    def seed_generates(entries):
-        answers["semente"] = seed_generation(model, tokenizer, entries, gen_tokens, device)
-        return len(entries)
+    # 4. Scale each stage to the whole job.
+    all_tokens = sum(job.step_tokens(s) for s in range(job.steps))
+    book_units = sum(job.book_window_tokens(i) for i in range(len(job.prompts)))
+    course_gen_scale = len(job.prompts) / course.generation_units
 
-    def we_generate(entries):
-        answers["nosso"] = generate_responses(model, tokenizer, entries, max_new_tokens=gen_tokens,
-                                              batch_size=gen_batch, progress=False)
-        return len(entries)
+    def whole(costs: WayCosts, generation_scale: float) -> Dict[str, Cost]:
+        return {"treino (passos)": costs.steps.scaled(all_tokens / costs.step_tokens),
+                "avaliações": costs.evaluation.scaled(job.evaluations / max(1, costs.evaluation.calls)),
+                "amostras de fim de época": costs.samples.scaled(job.epochs / max(1, costs.samples.calls)),
+                "geração do teste": costs.generation.scaled(generation_scale)}
 
-    # Ours runs before and after the seed (it is short): the mean of both cancels a drift in load.
-    first_run = run_generation("nosso", lambda: we_generate(subset), model, device)
-    seed_gen = run_generation("semente", lambda: seed_generates(subset), model, device)
-    our_gen = mean_of_runs(first_run, run_generation("nosso", lambda: we_generate(subset), model, device))
-    seed_answers, our_answers = answers["semente"], answers["nosso"]
-    print_gen(seed_gen, n_matmul, peak32)
-    print_gen(our_gen, n_matmul, peak32)
-    same = seed_answers == our_answers
-    same_count = seed_gen.predictions == our_gen.predictions
-    subset_ratio = seed_gen.seconds / our_gen.seconds
-    print(f"    saídas idênticas: {'SIM' if same else 'NÃO'}; mesmo número de tokens: "
-          f"{'sim' if same_count else 'não'}; razão medida (tempo semente / nosso): {subset_ratio:.1f}x")
+    book_job = whole(book, book_units / book.generation_units)
+    course_job = whole(course, course_gen_scale)
+    same = [i for i in book.answers if book.answers[i] == course.answers.get(i)]
+    identical = len(same) == len(book.answers)
+    print("[4] o trabalho inteiro, estimado a partir do medido (parede; CPU deste processo entre parênteses)")
+    print(f"    {'etapa':28s} {'livro':>22s} {'curso':>22s} {'razão':>8s} {'razão CPU':>10s}")
+    totals = {"book": Cost(), "course": Cost()}
+    rows = {}
+    for stage in book_job:
+        b, c = book_job[stage], course_job[stage]
+        totals["book"], totals["course"] = totals["book"] + b, totals["course"] + c
+        rows[stage] = {"book_s": b.wall, "course_s": c.wall, "book_cpu_s": b.cpu, "course_cpu_s": c.cpu,
+                       "ratio": b.wall / c.wall if c.wall else None, "ratio_cpu": b.cpu / c.cpu if c.cpu else None}
+        print(f"    {stage:28s} {fmt(b.wall) + ' (' + fmt(b.cpu) + ')':>22s} "
+              f"{fmt(c.wall) + ' (' + fmt(c.cpu) + ')':>22s} {ratio(b.wall, c.wall):>8s} {ratio(b.cpu, c.cpu):>10s}")
+    b, c = totals["book"], totals["course"]
+    print(f"    {'TRABALHO INTEIRO':28s} {fmt(b.wall) + ' (' + fmt(b.cpu) + ')':>22s} "
+          f"{fmt(c.wall) + ' (' + fmt(c.cpu) + ')':>22s} {ratio(b.wall, c.wall):>8s} {ratio(b.cpu, c.cpu):>10s}")
+    print(f"    medido de fato: {book.step_count} passos de cada modo ({book.step_tokens} de {all_tokens} tokens), "
+          f"{book.evaluation.calls} + {course.evaluation.calls} avaliações, {len(book.answers)} prompts à moda do "
+          f"livro ({book.generation_units} de {book_units} tokens de janela), {course.generation_units} à moda do "
+          f"curso; o resto é ESTIMADO pelo custo medido por unidade de trabalho")
+    print(f"    saídas gulosas fp32 idênticas nos {len(book.answers)} prompts gerados dos dois modos: "
+          f"{'SIM' if identical else 'NÃO (' + str(len(same)) + ' iguais)'}")
 
-    test_set = test_entries[:full_test_items] if full_test_items else test_entries
-    full = run_generation("nosso", lambda: we_generate(test_set), model, device)
-    # The seed on the whole test set would take far too long here. Estimate it from what it
-    # took in (a) and once more now (so a change of load weighs on the estimate as well),
-    # scaled to the test set by the cost of each step, fitted as a + b * window tokens.
-    seed_after = run_generation("semente", lambda: seed_generates(subset[len(subset) // 2:][:1]), model, device)
-    seed_steps = seed_gen.steps + seed_after.steps
-    a, b = fit_step_cost(seed_steps)
-    level = (seed_gen.seconds + seed_after.seconds) / sum(a + b * t for t, _ in seed_steps)
-    loo = leave_one_prompt_out(seed_steps)
-    all_lengths = [len(prompt_ids(tokenizer, e)) for e in test_set]
-    estimate = level * seed_time_model(a, b, all_lengths, gen_tokens)
-    full_ratio = estimate / full.seconds
-    print(f"    (b) conjunto de teste{' (primeiros ' + str(len(test_set)) + ')' if full_test_items else ''}: "
-          f"{len(test_set)} prompts, lotes de {gen_batch} ordenados por comprimento")
-    print_gen(full, n_matmul, peak32)
-    print(f"    semente, estimada: o tempo medido em (a) e num prompt depois de (b) ({len(seed_steps)} passos, "
-          f"{seed_gen.seconds + seed_after.seconds:.1f} s), levado ao conjunto pelo custo de cada passo "
-          f"({a * 1000:.0f} ms + {b * 1000:.2f} ms por token da janela)")
-    print(f"    -> {estimate:.0f} s = {estimate / 60:.1f} min. Ruído: prever um prompt pelos outros erra até "
-          f"{100 * loo:.0f}% (carga variável da máquina)")
-    print(f"    RAZÃO geração do conjunto de teste (semente estimada / nosso medido): {full_ratio:.1f}x  "
-          f"(meta >= {TARGETS['generation']:.0f}x)")
-    results["generation"] = {"subset": {"seed": asdict(seed_gen), "ours": asdict(our_gen),
-                                        "ratio": subset_ratio, "identical": same},
-                             "test_set": {"ours": asdict(full), "seed_estimate_s": estimate,
-                                          "ratio": full_ratio, "seed_step_cost": [a, b], "seed_level": level,
-                                          "leave_one_out_error": loo}}
-    print()
+    # 5. bf16 against fp32: the loss (tolerance) and one training step's cost in each.
+    check = bf16_against_fp32(clock, model, job.course_batches[starts[0]])
+    print(f"[5] bf16 autocast × fp32, um lote empacotado do trabalho: perda fp32 {format_decimal(check['fp32_loss'], 5)}, "
+          f"bf16 {format_decimal(check['bf16_loss'], 5)} (diferença relativa "
+          f"{format_decimal(100 * check['relative_loss_difference'])} %, "
+          f"tolerância {100 * BF16_LOSS_TOLERANCE:.0f} %); um passo: fp32 {fmt(check['fp32_step_wall'])} "
+          f"(CPU {fmt(check['fp32_step_cpu'])}), bf16 {fmt(check['bf16_step_wall'])} "
+          f"(CPU {fmt(check['bf16_step_cpu'])})")
+    emulated = isa_emulations(quick) if device.type == "cpu" else []
+    for run in emulated:
+        rates = run["gflops"]["mlp 412x1024x4096"]
+        print(f"    produto de matrizes 412x1024x4096 como CPU {'limitada a ' + run['isa_cap'] if run['isa_cap'] else 'desta máquina'}: "
+              f"fp32 {rates['fp32']:.0f}, bf16 {rates['bf16']:.0f} GFLOP/s -> choose_precision('auto') = {run['auto']}")
 
-    # 5. Summary.
-    peak_end = matmul_peak(device, torch.float32, quick)
+    compiled = None
+    if args.compile_check:
+        compiled = compile_check(clock, job, model, course_opt, course_val, profile, scripted, starts)
+        speed = {stage: compiled[f"eager_{key}_s"] / compiled[f"compiled_{key}_s"]
+                 for stage, key in (("treino (passos)", "steps"), ("avaliações", "eval"),
+                                    ("geração do teste", "generation"))}
+        with_compile = compiled["compile_overhead_s"] + sum(
+            cost.wall / speed.get(stage, 1.0) for stage, cost in course_job.items())
+        print(f"[5b] torch.compile (blocos, dynamic=True) no modo do curso: primeira fatia + 16 respostas "
+              f"{fmt(compiled['first_s'])}, dos quais ~{fmt(compiled['compile_overhead_s'])} de compilação")
+        print("     compilado × eager, alternados (2 fatias e 2x16 respostas cada): " + ", ".join(
+            f"{stage} {format_decimal(value, 2)}x" for stage, value in speed.items()))
+        print(f"     trabalho do curso com compile: ~{fmt(with_compile)} contra {fmt(c.wall)} sem: "
+              f"{'compensa' if with_compile < c.wall else 'NÃO compensa'} (compilação incluída)")
+        compiled.update({"speedups": speed, "job_with_compile_s": with_compile, "job_without_s": c.wall})
+
+    # 6. Goals, and what limits a ratio below its goal.
+    end_peaks = {p: matmul_rate(device, dtype, 5) for p, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    print(f"    pico no fim: fp32 {end_peaks['fp32'] / 1e9:.0f}, bf16 {end_peaks['bf16'] / 1e9:.0f} GFLOP/s "
+          "(a diferença do início mostra quanto a carga da máquina mudou; vale o maior)")
+    peaks = {p: max(peaks[p], end_peaks[p]) for p in peaks}
+    stage_goal = {"treino (passos)": "train", "avaliações": "eval", "geração do teste": "generation"}
+    print("[6] metas (razões de tempo de parede nesta execução)" + (" — modo rápido: gpt2-small e poucas "
+                                                                     "medidas; as metas valem para o completo" if quick else ""))
+    useful = {"treino (passos)": 6 * n_matmul * all_tokens,
+              "avaliações": 2 * n_matmul * job.evaluations * 10 * (all_tokens / job.steps)}
+    goal_rows = [("trabalho inteiro", b.wall / c.wall, GOALS["job"])]
+    goal_rows += [(stage, rows[stage]["ratio"], GOALS[key]) for stage, key in stage_goal.items()]
+    for label, value, goal in goal_rows:
+        print(f"    {label:28s} {format_decimal(value, 1):>6s}x  meta >= {goal:.0f}x  "
+              f"{'ok' if value >= goal else 'NÃO ALCANÇADA'}")
+    print(f"    saídas gulosas fp32 idênticas: {'ok' if identical else 'NÃO'}; perda bf16 a "
+          f"{format_decimal(100 * check['relative_loss_difference'])} % da fp32: "
+          f"{'ok' if check['relative_loss_difference'] <= BF16_LOSS_TOLERANCE else 'NÃO'}")
+    print("    o que limita cada etapa (uso do pico medido em [1], parte do tempo do trabalho):")
+    for stage in book_job:
+        share_b, share_c = book_job[stage].wall / b.wall, course_job[stage].wall / c.wall
+        line = f"      {stage}: {100 * share_b:.0f} % do livro, {100 * share_c:.0f} % do curso"
+        if stage in useful:
+            course_peak = peaks[precision] if precision in peaks else peaks["fp32"]
+            line += (f"; FLOP úteis a {100 * useful[stage] / book_job[stage].wall / peaks['fp32']:.0f} % do pico "
+                     f"fp32 no livro e {100 * useful[stage] / course_job[stage].wall / course_peak:.0f} % do pico "
+                     f"{precision} no curso")
+        if stage == "geração do teste":
+            shared = len(common_prefix(job.prompts))
+            course_tokens = shared + sum(len(p) - shared + min(n, 256) for p, n in zip(job.prompts, job.answer_tokens))
+            line += (f"; tokens calculados: {format_thousands(book_units)} no livro (a janela inteira a cada token) e "
+                     f"{format_thousands(course_tokens)} no curso (prefixo comum uma vez, cache KV): {book_units / course_tokens:.0f}x "
+                     "menos trabalho, o teto da razão com a mesma eficiência; a decodificação em lotes de "
+                     "poucas linhas aproveita menos o pico do que as janelas longas do livro")
+        print(line)
     elapsed = time.perf_counter() - run_start
-    print("[5] Resumo" + (" (modo rápido: poucos passos e tokens; as metas valem para o modo completo)"
-                          if quick else ""))
-    print(f"    {'':38s} {'semente':>10s} {'nosso':>10s} {'razão':>8s}")
-    rows = [
-        ("treino: tokens-alvo/s", f"{seed_train.tokens_per_s:.1f}", f"{our_train.tokens_per_s:.1f}",
-         f"{train_ratio:.2f}x", train_ratio >= TARGETS["train"]),
-        (f"geração: {len(subset)} prompts, ambos medidos", f"{seed_gen.seconds:.1f} s",
-         f"{our_gen.seconds:.1f} s", f"{subset_ratio:.1f}x", None),
-        (f"geração: conjunto de teste ({len(test_set)})", f"~{estimate:.0f} s", f"{full.seconds:.1f} s",
-         f"{full_ratio:.1f}x", full_ratio >= TARGETS["generation"]),
-        ("saídas gulosas fp32 idênticas", "", "", "sim" if same else "NÃO", same),
-        ("bf16: perda final vs fp32", "", "", f"{100 * rel_val:.2f}%", rel_val <= TARGETS["bf16_loss"]),
-        ("memória de pico, treino", gb(seed_train.peak_bytes), gb(our_train.peak_bytes), "", None),
-        ("memória de pico, geração (a)", gb(seed_gen.peak_bytes), gb(our_gen.peak_bytes), "", None),
-    ]
-    for label, x, y, ratio, ok in rows:
-        verdict = "" if ok is None else ("ok" if ok else "META NÃO ALCANÇADA")
-        print(f"    {label:38s} {x:>10s} {y:>10s} {ratio:>8s}  {verdict}")
-    print(f"    (a linha de {len(subset)} prompts é medida dos dois lados, mas com só {len(subset)} prompts o "
-          "lote não enche; a meta de 20x vale para o conjunto de teste)")
-    if train_ratio < TARGETS["train"]:
-        sizes = [len(ids) for ids in train_set.encoded_texts]
-        steps = seed_train.steps
-        waste = seed_train.computed_tokens / seed_train.target_tokens
-        bound = (seed_train.seconds / steps) / (seed_train.fwd_bwd_s / steps / waste
-                                                 + our_train.optimizer_s / our_train.steps)
-        print(f"    Treino abaixo da meta. O que limita, medido: nestes lotes a semente calcula {waste:.2f}x "
-              f"posições por token-alvo (o preenchimento, que o empacotamento elimina) e gasta "
-              f"{100 * seed_train.optimizer_s / seed_train.seconds:.0f}% do passo no AdamW (o fundido leva "
-              f"{our_train.optimizer_s / our_train.steps:.2f} s); tirando só isso, o teto é ~{bound:.1f}x. "
-              f"O resto são produtos de matrizes necessários, a "
-              f"{100 * 6 * n_matmul * our_train.tokens_per_s / peak:.0f}% do pico medido. Com amostras de "
-              f"{min(sizes)} a {max(sizes)} tokens, lotes aleatórios de 8 desperdiçam pouco em preenchimento: "
-              "não há 4x de trabalho inútil a cortar sem mudar o treino.")
-    if full_ratio < TARGETS["generation"]:
-        print("    Geração abaixo da meta: veja o tempo de prefill e decode acima. Respostas mais longas "
-              "(a semente usa até 256 tokens) aumentam a razão: a semente recalcula a janela inteira a cada token.")
-    print(f"    Pico fp32 no fim: {gflops(peak_end)} (no início {gflops(peak32)}): a diferença mostra quanto a "
-          f"carga da máquina variou durante a medida.")
-    print(f"    Tempo total do benchmark: {elapsed / 60:.1f} min; carga média agora: {load_average()}")
-    results["elapsed_s"] = elapsed
-    results["matmul_peak_end_fp32"] = peak_end
+    print(f"    duração do benchmark: {fmt(elapsed)}; carga média: início {load_start}, fim {load_average()}")
+
     if args.json:
-        Path(args.json).write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
+        from llmdefinitions.io import write_json_atomic
+
+        write_json_atomic(args.json, {
+            "model": model_name, "device": str(device), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "quick": quick, "allocator_tuned": tuned,
+            "load_average": {"start": load_start, "end": load_average()}, "precision": precision,
+            "matmul_peak_flops": peaks, "job": {"steps": job.steps, "evaluations": job.evaluations,
+                                                "test_prompts": len(job.prompts), "tokens": all_tokens,
+                                                "book_window_tokens": book_units},
+            "measured": {"book": {**asdict(book), "answers": None}, "course": {**asdict(course), "answers": None}},
+            "stages": rows, "whole_job": {"book_s": b.wall, "course_s": c.wall, "ratio": b.wall / c.wall,
+                                          "book_cpu_s": b.cpu, "course_cpu_s": c.cpu},
+            "identical_outputs": identical, "bf16_check": check, "isa_emulations": emulated,
+            "compile_check": compiled, "attention": args.attention,
+            "goals": GOALS, "elapsed_s": elapsed}, indent=2)
+    # Speed goals are reported, not enforced (they depend on the load); correctness is enforced.
+    if not identical or check["relative_loss_difference"] > BF16_LOSS_TOLERANCE:
+        print("ERRO: saídas gulosas fp32 diferentes entre os modos, ou perda bf16 fora da tolerância.")
+        return 1
     return 0
 
 

@@ -8,12 +8,19 @@
   from the batch;
 * :func:`generate_responses` answers a whole test set, sorted by prompt length, with a
   progress bar; :func:`save_responses` writes ``instruction-data-with-response.json``.
+
+Every Alpaca prompt starts with the same preamble ("Below is an instruction that
+describes a task. ..."), about half of a test prompt's tokens. :func:`generate_responses`
+computes its keys and values once (:func:`prefill_shared_prefix`) and copies them into
+every batch, so each prompt's prefill computes only its own tokens. Greedy fp32
+results stay those of the book's one-prompt-at-a-time loop (tested token for token).
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -21,6 +28,9 @@ from .io import write_json_atomic
 from .serialization import load_tensors, save_tensors
 from .prompts import get_prompt_style
 from .tokenizer import END_OF_TEXT_ID, encode_text
+
+if TYPE_CHECKING:
+    from .model import KVCache
 
 PathLike = Union[str, os.PathLike]
 
@@ -109,22 +119,66 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, context_size: int,
     return idx
 
 
+@dataclass
+class SharedPrefix:
+    """Tokens that every prompt of a batch starts with, and their keys and values (one row)."""
+
+    token_ids: List[int]
+    cache: KVCache           # filled with ``token_ids``
+
+
+def common_prefix(prompts: Sequence[Sequence[int]]) -> List[int]:
+    """Longest run of tokens all ``prompts`` start with, leaving each prompt at least one token of its own."""
+    if not prompts:
+        return []
+    shared = os.path.commonprefix([list(p) for p in prompts])   # works on any lists, not only strings
+    return shared[:max(0, min(len(p) for p in prompts) - 1)]
+
+
+@torch.no_grad()
+def prefill_shared_prefix(model, token_ids: Sequence[int]) -> SharedPrefix:
+    """Keys and values of ``token_ids`` computed once, to be copied into every batch that starts with them."""
+    was_training = model.training
+    model.eval()
+    try:
+        cache = model.new_kv_cache()
+        ids = torch.tensor([list(token_ids)], device=_model_device(model))
+        model.hidden_states(ids, kv_cache=cache)
+    finally:
+        model.train(was_training)
+    cache.segment_ids = torch.ones_like(ids)       # the prefix belongs to each prompt's own segment
+    return SharedPrefix(list(token_ids), cache)
+
+
 @torch.no_grad()
 def generate_batch(model, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                    context_size: Optional[int] = None, temperature: float = 0.0,
                    top_k: Optional[int] = None, eos_id: Optional[int] = None,
-                   pad_token_id: Optional[int] = None) -> List[List[int]]:
-    """New token ids for each prompt (end-of-text not included), all prompts in one batch.
+                   pad_token_id: Optional[int] = None, prefix: Optional[SharedPrefix] = None,
+                   batch_size: Optional[int] = None,
+                   on_finish: Optional[Callable[[int, List[int]], None]] = None) -> List[List[int]]:
+    """New token ids for each prompt (end-of-text not included), prompts decoded together.
 
     Greedy results equal :func:`generate` one prompt at a time (fp32). A prompt that
     would run past ``context_size`` goes through :func:`generate` alone, which slides
-    the window exactly as the book does.
+    the window exactly as the book does. At most ``batch_size`` prompts (all by default)
+    are decoded at once; when one finishes, the next waiting prompt takes its row
+    (continuous batching), so a long answer never decodes alone while prompts wait.
+    ``prefix`` (from :func:`prefill_shared_prefix`) holds the keys and values of tokens
+    every prompt starts with: they are copied, not computed again. ``on_finish(i, ids)``
+    is called as soon as prompt ``i`` is done.
     """
     device = _model_device(model)
     context_size = min(context_size or model.context_length, model.context_length)
     if pad_token_id is None:         # its value never matters: padding is kept out of attention
         pad_token_id = eos_id if eos_id is not None else 0
     results: List[Optional[List[int]]] = [None] * len(prompts)
+
+    def finish(i: int, ids: List[int]) -> None:
+        results[i] = ids
+        if on_finish is not None:
+            on_finish(i, ids)
+
     batched = []
     for i, ids in enumerate(prompts):
         if len(ids) == 0:
@@ -132,57 +186,106 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], max_new_tokens: int,
         if len(ids) + max_new_tokens > context_size:
             out = generate(model, torch.tensor([list(ids)], device=device), max_new_tokens,
                            context_size, temperature, top_k, eos_id)
-            results[i] = out[0, len(ids):].tolist()
+            finish(i, out[0, len(ids):].tolist())
         else:
             batched.append(i)
+    if prefix is not None:
+        shared = len(prefix.token_ids)
+        wrong = [i for i in batched if len(prompts[i]) <= shared or list(prompts[i][:shared]) != prefix.token_ids]
+        if wrong:
+            raise ValueError(f"generate_batch: os prompts {wrong[:10]} não começam pelo prefixo comum "
+                             f"({shared} tokens) ou não têm nenhum token além dele.")
     if batched and max_new_tokens > 0:
         was_training = model.training
         model.eval()
         try:
-            for i, new in zip(batched, _generate_padded(model, [prompts[i] for i in batched],
-                                                          max_new_tokens, temperature, top_k,
-                                                          eos_id, pad_token_id, device)):
-                results[i] = new
+            decoder = _Decoder(model, prompts, max_new_tokens, temperature, top_k, eos_id, pad_token_id,
+                               device, prefix, finish)
+            decoder.run(batched, batch_size or len(batched))
         finally:
             model.train(was_training)
+    for i in batched if max_new_tokens <= 0 else []:
+        finish(i, [])
     return [r if r is not None else [] for r in results]
 
 
-def _generate_padded(model, prompts, max_new_tokens, temperature, top_k, eos_id, pad_token_id, device):
-    lengths = torch.tensor([len(p) for p in prompts], device=device)
-    width = int(lengths.max())
-    batch = len(prompts)
-    idx = torch.full((batch, width), pad_token_id, dtype=torch.long, device=device)
-    for row, ids in enumerate(prompts):
-        idx[row, width - len(ids):] = torch.as_tensor(list(ids), device=device)
-    pad = (width - lengths)[:, None]
-    columns = torch.arange(width, device=device)[None]
-    positions = (columns - pad).clamp(min=0)
-    segments = (columns >= pad).long()                 # 0 = padding, 1 = prompt and answer
-    cache = model.new_kv_cache()
-    logits = _last_logits(model, idx, position_ids=positions, segment_ids=segments, kv_cache=cache)
-    next_pos = lengths.clone()
-    active = torch.arange(batch, device=device)        # original row of each batch row
-    outputs: List[List[int]] = [[] for _ in range(batch)]
-    for step in range(max_new_tokens):
-        idx_next = _next_token(logits, temperature, top_k)   # (active, 1)
-        tokens = idx_next.squeeze(1).tolist()
-        keep = []
-        for row, token in enumerate(tokens):
-            if eos_id is not None and token == eos_id:
+class _Decoder:
+    """Decoding of many prompts with one KV cache: rows that finish take the next waiting prompt.
+
+    Each cache row holds one prompt (``slots``). Prompts are prefilled left-padded, after
+    the copied shared prefix, with positions that start at each prompt's first token and
+    segment ids that keep padding out of attention; every step then feeds each row its
+    last token at its own position.
+    """
+
+    def __init__(self, model, prompts, max_new_tokens, temperature, top_k, eos_id, pad_token_id, device,
+                 prefix, finish):
+        self.model, self.prompts, self.max_new_tokens = model, prompts, max_new_tokens
+        self.temperature, self.top_k, self.eos_id = temperature, top_k, eos_id
+        self.pad_token_id, self.device, self.prefix, self.finish = pad_token_id, device, prefix, finish
+        self.outputs: Dict[int, List[int]] = {}
+
+    def prefill(self, indices: List[int]):
+        """A new cache with ``indices`` prompts, and the logits of their last tokens."""
+        shared = len(self.prefix.token_ids) if self.prefix is not None else 0
+        rests = [list(self.prompts[i])[shared:] for i in indices]
+        lengths = torch.tensor([len(p) for p in rests], device=self.device)
+        width = int(lengths.max())
+        idx = torch.full((len(rests), width), self.pad_token_id, dtype=torch.long, device=self.device)
+        for row, ids in enumerate(rests):
+            idx[row, width - len(ids):] = torch.as_tensor(ids, device=self.device)
+        pad = (width - lengths)[:, None]
+        columns = torch.arange(width, device=self.device)[None]
+        positions = shared + (columns - pad).clamp(min=0)
+        segments = (columns >= pad).long()             # 0 = padding, 1 = prompt and answer
+        cache = (self.model.new_kv_cache() if self.prefix is None
+                 else self.prefix.cache.repeated(len(rests), room=width))
+        logits = _last_logits(self.model, idx, position_ids=positions, segment_ids=segments, kv_cache=cache)
+        return cache, logits
+
+    def take(self, slots: List[int], rows: List[int], logits: torch.Tensor) -> List[int]:
+        """Choose the next token of ``rows`` (logits in that order); return the rows that finished."""
+        done = []
+        for row, token in zip(rows, _next_token(logits, self.temperature, self.top_k).squeeze(1).tolist()):
+            i = slots[row]
+            if self.eos_id is not None and token == self.eos_id:
+                done.append(row)
                 continue
-            outputs[int(active[row])].append(token)
-            keep.append(row)
-        if not keep or step == max_new_tokens - 1:
-            break
-        if len(keep) < len(tokens):                    # drop finished rows from the batch
-            rows = torch.tensor(keep, device=device)
-            cache.select_rows(rows)
-            active, idx_next, next_pos = active[rows], idx_next[rows], next_pos[rows]
-        logits = _last_logits(model, idx_next, position_ids=next_pos[:, None],
-                              segment_ids=torch.ones_like(idx_next), kv_cache=cache)
-        next_pos = next_pos + 1
-    return outputs
+            self.outputs[i].append(token)
+            if len(self.outputs[i]) == self.max_new_tokens:
+                done.append(row)
+        for row in done:
+            self.finish(slots[row], self.outputs[slots[row]])
+        return done
+
+    def run(self, order: List[int], batch_size: int) -> None:
+        waiting = list(reversed(order))                # pop() takes them in order
+        slots = [waiting.pop() for _ in range(min(batch_size, len(waiting)))]
+        for i in slots:
+            self.outputs[i] = []
+        cache, logits = self.prefill(slots)
+        done = self.take(slots, list(range(len(slots))), logits)
+        while True:
+            while done and waiting:                    # finished rows take waiting prompts
+                rows = done[:len(waiting)]
+                new = [waiting.pop() for _ in rows]
+                for row, i in zip(rows, new):
+                    slots[row], self.outputs[i] = i, []
+                new_cache, new_logits = self.prefill(new)
+                cache.replace_rows(rows, new_cache)
+                done = done[len(rows):] + self.take(slots, rows, new_logits)
+            if done:                                   # nothing waits: the batch shrinks
+                keep = [row for row in range(len(slots)) if row not in set(done)]
+                if not keep:
+                    return
+                cache.select_rows(torch.tensor(keep, device=self.device))
+                slots = [slots[row] for row in keep]
+            last = torch.tensor([[self.outputs[i][-1]] for i in slots], device=self.device)
+            positions = torch.tensor([[len(self.prompts[i]) + len(self.outputs[i]) - 1] for i in slots],
+                                     device=self.device)
+            logits = _last_logits(self.model, last, position_ids=positions,
+                                  segment_ids=torch.ones_like(last), kv_cache=cache)
+            done = self.take(slots, list(range(len(slots))), logits)
 
 
 def extract_response(generated_text: str, prompt_style: str = "alpaca") -> str:
@@ -199,42 +302,45 @@ def generate_responses(model, tokenizer, entries: Sequence[dict], max_new_tokens
                        context_size: Optional[int] = None, eos_id: int = END_OF_TEXT_ID,
                        temperature: float = 0.0, top_k: Optional[int] = None,
                        progress: bool = True, done: Optional[Mapping[int, str]] = None,
-                       on_batch: Optional[Callable[[Dict[int, str]], None]] = None) -> List[str]:
-    """The model's answer to every entry, generated in batches of similar prompt length.
+                       on_batch: Optional[Callable[[Dict[int, str]], None]] = None,
+                       share_prefix: bool = True) -> List[str]:
+    """The model's answer to every entry, ``batch_size`` prompts decoded together.
 
     The prompt is the entry's prompt without the response header, as in the book; the
     answer is the text of the tokens generated after it, with the header removed.
+    Prompts go in order of length (little padding); a finished prompt's place goes to
+    the next one at once (continuous batching, :func:`generate_batch`).
 
-    Resuming: ``done`` maps entry indices to answers already generated; a batch whose
-    entries are all in it is not generated again. ``on_batch(answers)`` receives each
-    newly generated batch (index -> answer), e.g. to save progress. Batches are formed
-    the same way every time, so a resumed run gives the same answers as an
-    uninterrupted one.
+    Resuming: ``done`` maps entry indices to answers already generated; those entries
+    are not generated again. ``on_batch(answers)`` receives the answers (index -> answer)
+    as they finish, e.g. to save progress. Greedy answers do not depend on which prompts
+    share a batch, so a resumed run gives the same answers as an uninterrupted one.
+
+    ``share_prefix``: the tokens all prompts start with (the prompt style's preamble) are
+    computed once and reused by every batch (:func:`prefill_shared_prefix`); same answers.
     """
     from tqdm.auto import tqdm
 
     style = get_prompt_style(prompt_style)
     prompts = [encode_text(tokenizer, style.prompt(e)) for e in entries]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    answers: List[Optional[str]] = [None] * len(prompts)
     done = done or {}
-    with tqdm(total=len(prompts), desc="Gerando respostas", disable=not progress) as bar:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            if all(i in done for i in chunk):
-                for i in chunk:
-                    answers[i] = done[i]
-                bar.update(len(chunk))
-                continue
-            new_ids = generate_batch(model, [prompts[i] for i in chunk], max_new_tokens,
-                                     context_size, temperature, top_k, eos_id)
-            batch_answers = {i: extract_response(tokenizer.decode(ids), prompt_style)
-                             for i, ids in zip(chunk, new_ids)}
-            for i, answer in batch_answers.items():
-                answers[i] = answer
-            if on_batch is not None:
-                on_batch(batch_answers)
-            bar.update(len(chunk))
+    answers: List[Optional[str]] = [done.get(i) for i in range(len(prompts))]
+    todo = sorted((i for i in range(len(prompts)) if i not in done), key=lambda i: len(prompts[i]))
+    shared = common_prefix([prompts[i] for i in todo]) if share_prefix and hasattr(model, "new_kv_cache") else []
+    with tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc="Gerando respostas",
+              disable=not progress) as bar:
+        if todo:
+            prefix = prefill_shared_prefix(model, shared) if shared else None
+
+            def finished(k: int, ids: List[int]) -> None:
+                i = todo[k]
+                answers[i] = extract_response(tokenizer.decode(ids), prompt_style)
+                if on_batch is not None:
+                    on_batch({i: answers[i]})
+                bar.update(1)
+
+            generate_batch(model, [prompts[i] for i in todo], max_new_tokens, context_size, temperature,
+                           top_k, eos_id, prefix=prefix, batch_size=batch_size, on_finish=finished)
     return [a if a is not None else "" for a in answers]
 
 

@@ -15,10 +15,14 @@ Beyond the book's model, ``forward`` optionally takes:
 
 Attention runs through ``torch.nn.functional.scaled_dot_product_attention`` (SDPA),
 which picks a fused kernel (flash / memory-efficient) where the hardware has one.
+In a packed row (samples one after another, each its own segment) attention runs
+sample by sample (:class:`SegmentSpans`) instead of over the whole row with a
+block-diagonal mask: a row of 8 samples of ~50 tokens does ~8x less attention work.
 """
 from __future__ import annotations
 
-from typing import List, Mapping, Optional
+from functools import partial
+from typing import List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -60,6 +64,106 @@ class KVCache:
         self.values = [None if v is None else v[rows] for v in self.values]
         if self.segment_ids is not None:
             self.segment_ids = self.segment_ids[rows]
+
+    def replace_rows(self, rows: List[int], other: "KVCache") -> None:
+        """Put ``other``'s rows (a new prompt each, prefilled) in place of ``rows`` (finished ones).
+
+        Used by continuous batching: a finished sequence's row takes the next waiting
+        prompt instead of the batch shrinking. The new keys and values go at the start
+        of the row and the rest of the row is zeroed with segment id 0, so attention never
+        sees it; the cache grows first if the new prompt is longer than what it holds.
+        """
+        if other.length > self.length:
+            self._grow(other.length)
+        index = torch.tensor(rows, device=self.segment_ids.device)
+        for layer in range(len(self.keys)):
+            for mine, theirs in ((self.keys, other.keys), (self.values, other.values)):
+                mine[layer][index, :, :self.length] = 0
+                mine[layer][index, :, :other.length] = theirs[layer][:, :, :other.length]
+        self.segment_ids[index] = 0
+        self.segment_ids[index, :other.length] = other.segment_ids
+
+    def _grow(self, length: int) -> None:
+        """Extend every row to ``length`` tokens with zeros of segment id 0 (never attended)."""
+        for layer in range(len(self.keys)):
+            k, v = self.keys[layer], self.values[layer]
+            if k.shape[2] < length:
+                bigger = k.new_empty(k.shape[0], k.shape[1], 2 * length, k.shape[3])
+                self.keys[layer], self.values[layer] = bigger, torch.empty_like(bigger)
+                self.keys[layer][:, :, :self.length] = k[:, :, :self.length]
+                self.values[layer][:, :, :self.length] = v[:, :, :self.length]
+            self.keys[layer][:, :, self.length:length] = 0
+            self.values[layer][:, :, self.length:length] = 0
+        pad = self.segment_ids.new_zeros(self.segment_ids.shape[0], length - self.length)
+        self.segment_ids = torch.cat([self.segment_ids, pad], dim=1)
+        self.length = length
+
+    def repeated(self, batch: int, room: int = 0) -> "KVCache":
+        """A new cache holding this one-row cache ``batch`` times, with space for ``room`` more tokens.
+
+        Tokens every prompt starts with are computed once, then copied to each row of a
+        batch: copying keys and values is far cheaper than computing them again.
+        """
+        copy = KVCache(len(self.keys))
+        copy.length = self.length
+        for layer, (k, v) in enumerate(zip(self.keys, self.values)):
+            if k is None:
+                continue
+            if k.shape[0] != 1:
+                raise ValueError(f"repeated: o cache tem {k.shape[0]} linhas; esperava 1.")
+            shape = (batch, k.shape[1], max(16, self.length + room), k.shape[3])
+            copy.keys[layer], copy.values[layer] = k.new_empty(shape), v.new_empty(shape)
+            copy.keys[layer][:, :, :self.length] = k[:, :, :self.length]
+            copy.values[layer][:, :, :self.length] = v[:, :, :self.length]
+        if self.segment_ids is not None:
+            copy.segment_ids = self.segment_ids.expand(batch, -1).clone()
+        return copy
+
+
+class SegmentSpans(NamedTuple):
+    """Where each segment of each row lies: ``spans[row] = [(start, end), ...]``, covering the row.
+
+    Built only when every segment id of a row occupies one contiguous run (packed rows:
+    samples one after another, the padding tail last), so attention can run causally
+    inside each run, which is exactly the block-diagonal causal mask.
+    """
+
+    spans: List[List[Tuple[int, int]]]
+
+    @classmethod
+    def of(cls, segment_ids: torch.Tensor) -> Optional["SegmentSpans"]:
+        """The spans of ``segment_ids`` ``(batch, seq_len)``, or ``None`` if an id is split in two runs."""
+        rows = []
+        for row in segment_ids.tolist():
+            cuts = [i for i in range(1, len(row)) if row[i] != row[i - 1]]
+            starts, ends = [0] + cuts, cuts + [len(row)]
+            if len({row[i] for i in starts}) != len(starts):
+                return None
+            rows.append(list(zip(starts, ends)))
+        return cls(rows)
+
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+        """Causal attention inside each span, the pieces joined back into ``(batch, heads, seq_len, dim)``.
+
+        SDPA, except for bf16/fp16 on a CPU: there, for samples this short, the plain
+        product-softmax-product (the book's own attention) runs 2-3x faster than SDPA's
+        kernel, forward and backward (measured with torch 2.13, 64 to 512 tokens).
+        """
+        plain = q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16)
+        attend = _plain_causal_attention if plain else partial(F.scaled_dot_product_attention, is_causal=True)
+        return torch.cat([
+            torch.cat([attend(q[r:r + 1, :, a:b], k[r:r + 1, :, a:b], v[r:r + 1, :, a:b], dropout_p=dropout_p)
+                       for a, b in row], dim=2)
+            for r, row in enumerate(self.spans)], dim=0)
+
+
+def _plain_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + causal mask) v, written out (what SDPA computes)."""
+    n = q.shape[2]
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+    weights = F.dropout(torch.softmax(scores, dim=-1), dropout_p)
+    return weights.to(v.dtype) @ v
 
 
 def build_attention_mask(
@@ -112,7 +216,7 @@ class MultiHeadAttention(nn.Module):
     def _drop_book_mask(state_dict, prefix, *args, **kwargs):
         state_dict.pop(prefix + "mask", None)
 
-    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
+    def forward(self, x: torch.Tensor, attn_mask: Union[torch.Tensor, SegmentSpans, None] = None,
                 kv_cache: Optional[KVCache] = None, layer_idx: int = 0) -> torch.Tensor:
         b, t, _ = x.shape
         # (b, t, d_out) -> (b, heads, t, head_dim)
@@ -122,7 +226,9 @@ class MultiHeadAttention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(layer_idx, k, v)
         dropout_p = self.dropout if self.training else 0.0
-        if attn_mask is None:
+        if isinstance(attn_mask, SegmentSpans):
+            ctx = attn_mask.attention(q, k, v, dropout_p)
+        elif attn_mask is None:
             # Plain causal attention; a single new token against a cache sees everything.
             ctx = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p,
                                                  is_causal=t > 1)
@@ -211,6 +317,9 @@ class GPTModel(nn.Module):
         self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg["n_layers"])])
         self.final_norm = LayerNorm(cfg["emb_dim"])
         self.out_head = nn.Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
+        # Packed rows: attention sample by sample (see SegmentSpans). Compiled blocks
+        # take the one-tensor mask instead: spans change every batch and would recompile.
+        self.split_packed_attention = True
 
     @property
     def context_length(self) -> int:
@@ -259,7 +368,11 @@ class GPTModel(nn.Module):
             if kv_cache.segment_ids is not None:
                 segment_ids_k = torch.cat([kv_cache.segment_ids, segment_ids], dim=1)
             kv_cache.segment_ids = segment_ids_k
-        attn_mask = build_attention_mask(t, past, segment_ids, segment_ids_k, in_idx.device)
+        attn_mask = None
+        if segment_ids is not None and kv_cache is None and self.split_packed_attention:
+            attn_mask = SegmentSpans.of(segment_ids)   # packed rows: attention sample by sample
+        if attn_mask is None:
+            attn_mask = build_attention_mask(t, past, segment_ids, segment_ids_k, in_idx.device)
 
         for i, block in enumerate(self.trf_blocks):
             x = block(x, attn_mask, kv_cache, i)

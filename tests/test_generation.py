@@ -93,19 +93,19 @@ def test_generate_responses_slices_tokens_after_the_prompt(model, gpt2_tokenizer
         assert answer == extract_response(gpt2_tokenizer.decode(new))
 
 
-def test_generate_responses_resumes_without_regenerating_finished_batches(model, gpt2_tokenizer):
+def test_generate_responses_resumes_without_regenerating_finished_answers(model, gpt2_tokenizer):
     entries = [{"instruction": f"Task {i}", "input": "x" * i, "output": "y"} for i in range(5)]
-    saved = []
+    saved = {}
     full = generate_responses(model, gpt2_tokenizer, entries, max_new_tokens=6, batch_size=2, progress=False,
-                              on_batch=saved.append)
-    assert [sorted(b) for b in saved] == [[0, 1], [2, 3], [4]]          # batches by prompt length
-    # An interrupted run kept the first batch: it is reused as saved, never generated again.
-    kept = {i: f"(salva {i})" for i in saved[0]}
-    regenerated = []
+                              on_batch=saved.update)
+    assert saved == dict(enumerate(full))                              # every answer reported as it finishes
+    # An interrupted run kept two answers: they are reused as saved, never generated again.
+    kept = {1: "(salva 1)", 3: "(salva 3)"}
+    regenerated = {}
     resumed = generate_responses(model, gpt2_tokenizer, entries, max_new_tokens=6, batch_size=2,
-                                 progress=False, done=kept, on_batch=regenerated.append)
-    assert [sorted(b) for b in regenerated] == [[2, 3], [4]]
-    assert resumed[:2] == ["(salva 0)", "(salva 1)"] and resumed[2:] == full[2:]
+                                 progress=False, done=kept, on_batch=regenerated.update)
+    assert sorted(regenerated) == [0, 2, 4]
+    assert resumed == [full[0], "(salva 1)", full[2], "(salva 3)", full[4]]
 
 
 def test_save_responses_is_utf8_and_atomic(tmp_path):

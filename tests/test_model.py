@@ -3,17 +3,17 @@ import pytest
 import torch
 import torch.nn as nn
 
-from llmdefinitions.config import get_config, model_configs
+from llmdefinitions.config import get_config
 from llmdefinitions.generation import generate
 from llmdefinitions.model import GPTModel
+from helpers import tiny_gpt
 
 CFG = {**get_config("gpt2-tiny (test)"), "vocab_size": 97, "context_length": 64}
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return GPTModel(CFG).eval()
+    return tiny_gpt(CFG).eval()
 
 
 class BookMultiHeadAttention(nn.Module):
@@ -67,13 +67,7 @@ def test_book_state_dict_with_mask_buffers_loads_and_attention_matches(model):
     torch.testing.assert_close(att(h), book(h), atol=1e-5, rtol=1e-5)
 
 
-def test_all_gpt2_configs_present():
-    for name, (emb, layers, heads) in {"gpt2-small (124M)": (768, 12, 12), "gpt2-medium (355M)": (1024, 24, 16),
-                                       "gpt2-large (774M)": (1280, 36, 20), "gpt2-xl (1558M)": (1600, 48, 25)}.items():
-        cfg = get_config(name)
-        assert (cfg["emb_dim"], cfg["n_layers"], cfg["n_heads"]) == (emb, layers, heads)
-        assert cfg["vocab_size"] == 50257 and cfg["context_length"] == 1024 and cfg["qkv_bias"]
-    assert "gpt2-tiny (test)" in model_configs
+def test_config_names_accept_short_forms_and_unknown_ones_are_refused():
     assert get_config("355M") == get_config("gpt2-medium") == get_config("gpt2-medium (355M)")
     with pytest.raises(ValueError, match="Modelos disponíveis"):
         get_config("gpt2-huge")
@@ -125,3 +119,55 @@ def test_missing_config_key_is_named():
     del cfg["n_heads"]
     with pytest.raises(ValueError, match="n_heads"):
         GPTModel(cfg)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_packed_attention_sample_by_sample_equals_the_block_diagonal_mask(model, precision):
+    """Attention run per sample (the spans; in bf16 on CPU written out, not SDPA) gives the mask's
+    results, forward and backward."""
+    from llmdefinitions.device import autocast
+    from llmdefinitions.model import SegmentSpans
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, CFG["vocab_size"], (2, 20), generator=g)
+    segments = torch.tensor([[1] * 7 + [2] * 9 + [0] * 4, [1] * 12 + [2] * 8])
+    positions = torch.cat([torch.cat([torch.arange(n) for n in row]) for row in ([7, 9, 4], [12, 8])]).view(2, 20)
+    assert SegmentSpans.of(segments).spans == [[(0, 7), (7, 16), (16, 20)], [(0, 12), (12, 20)]]
+    assert SegmentSpans.of(torch.tensor([[1, 1, 2, 1]])) is None     # an id in two runs: the mask instead
+    results = []
+    for split in (True, False):
+        model.split_packed_attention = split
+        model.zero_grad(set_to_none=True)
+        with autocast("cpu", precision):
+            out = model(x, position_ids=positions, segment_ids=segments).float()
+        out.square().mean().backward()
+        results.append((out.detach(), model.trf_blocks[0].att.W_query.weight.grad.clone()))
+    model.split_packed_attention = True
+    model.zero_grad(set_to_none=True)
+    tolerance = {"atol": 1e-5, "rtol": 1e-4} if precision == "fp32" else {"atol": 2e-2, "rtol": 2e-2}
+    torch.testing.assert_close(results[0][0], results[1][0], **tolerance)
+    torch.testing.assert_close(results[0][1], results[1][1], **tolerance)
+    # and each sample equals itself alone
+    with autocast("cpu", precision):
+        alone = model(x[1:, 12:]).float().detach()
+    torch.testing.assert_close(results[0][0][1:, 12:], alone, **tolerance)
+
+
+def test_a_one_row_cache_repeated_into_a_batch(model):
+    prefix = torch.randint(0, CFG["vocab_size"], (1, 6))
+    cache = model.new_kv_cache()
+    model(prefix, kv_cache=cache)
+    batch = cache.repeated(3, room=10)
+    assert batch.length == 6 and batch.keys[0].shape[0] == 3 and batch.keys[0].shape[2] >= 16
+    for layer in range(CFG["n_layers"]):
+        for row in range(3):
+            assert torch.equal(batch.keys[layer][row, :, :6], cache.keys[layer][0, :, :6])
+            assert torch.equal(batch.values[layer][row, :, :6], cache.values[layer][0, :, :6])
+    batch.keys[0][0].zero_()                          # rows are copies, not views of one another
+    assert not torch.equal(batch.keys[0][1, :, :6], batch.keys[0][0, :, :6])
+    rest = torch.randint(0, CFG["vocab_size"], (3, 4))
+    continued = model(rest, kv_cache=batch)[:, -1]
+    full = model(torch.cat([prefix.expand(3, -1), rest], dim=1))[:, -1]
+    torch.testing.assert_close(continued[1:], full[1:], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="esperava 1"):
+        batch.repeated(2)

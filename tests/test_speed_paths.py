@@ -9,14 +9,13 @@ from torch.utils.data import DataLoader
 from llmdefinitions.batching import LengthGroupedBatchSampler, make_train_loader, sample_lengths
 from llmdefinitions.data import InstructionDataset, custom_collate_fn, split_data
 from llmdefinitions.generation import generate, generate_batch, generate_responses, extract_response
-from llmdefinitions.model import GPTModel
 from llmdefinitions.prompts import get_prompt_style
 from llmdefinitions.profiles import load_profile
 from llmdefinitions.trainer import batch_loss, compile_model, make_optimizer, optimizer_kind, train_model
 from llmdefinitions.training import calc_loss_batch
+from helpers import tiny_config, tiny_gpt
 
-CFG = {"vocab_size": 50257, "context_length": 256, "emb_dim": 16, "n_heads": 2, "n_layers": 2,
-       "drop_rate": 0.0, "qkv_bias": True}
+CFG = tiny_config(context_length=256, emb_dim=16)
 EOS = 50256
 
 
@@ -29,8 +28,7 @@ def train_set(entries, gpt2_tokenizer):
 
 
 def new_model(seed=0):
-    torch.manual_seed(seed)
-    return GPTModel(CFG)
+    return tiny_gpt(CFG, seed)
 
 
 # --- the length-grouped batch sampler ----------------------------------------------------------
@@ -196,6 +194,13 @@ def test_batched_generation_equals_one_at_a_time(prompts):
         for start in range(0, len(prompts), size):
             got += generate_batch(model, prompts[start:start + size], 12, eos_id=eos)
         assert got == expected
+    # continuous batching: a finished row takes the next prompt (longer or shorter than the rows in
+    # the cache), each prompt reported once, as soon as it is done
+    for size in (1, 2, 3):
+        finished = []
+        assert generate_batch(model, prompts, 12, eos_id=eos, batch_size=size,
+                              on_finish=lambda i, ids: finished.append((i, ids))) == expected
+        assert sorted(finished) == sorted(enumerate(expected))
 
 
 def test_generate_responses_on_the_test_set_equals_the_books_loop(entries, gpt2_tokenizer):
@@ -211,3 +216,115 @@ def test_generate_responses_on_the_test_set_equals_the_books_loop(entries, gpt2_
         got = generate_responses(model, gpt2_tokenizer, test, max_new_tokens=8, batch_size=batch_size,
                                  context_size=256, progress=False)
         assert got == expected
+
+
+# --- the shared prompt prefix: computed once, same answers ---------------------------------------
+
+def test_alpaca_prompts_share_their_preamble_and_batches_reuse_it(entries, gpt2_tokenizer):
+    from llmdefinitions.generation import common_prefix, prefill_shared_prefix
+
+    style = get_prompt_style("alpaca")
+    test = split_data(entries).test
+    prompts = [gpt2_tokenizer.encode(style.prompt(e), allowed_special={"<|endoftext|>"}) for e in test]
+    shared = common_prefix(prompts)
+    assert gpt2_tokenizer.decode(shared).startswith("Below is an instruction that describes a task.")
+    assert len(shared) >= 0.4 * sum(map(len, prompts)) / len(prompts)       # ~half of each prompt
+    assert common_prefix([[1, 2, 3], [1, 2]]) == [1]                        # each keeps a token of its own
+    model = new_model(6).eval()
+    prefix = prefill_shared_prefix(model, shared)
+    chosen = sorted(prompts, key=len)[::11]
+    singles = one_at_a_time(model, chosen, 10)                              # the book's loop, no cache
+    eos = singles[1][3]                                                     # rows end at different steps
+    expected = [row[:row.index(eos)] if eos in row else row for row in singles]
+    assert generate_batch(model, chosen, 10, eos_id=eos, prefix=prefix) == expected
+    assert generate_batch(model, chosen, 10, prefix=prefix) == singles
+    with pytest.raises(ValueError, match="prefixo comum"):
+        generate_batch(model, [chosen[0], [7] + chosen[1]], 5, prefix=prefix)
+
+
+def test_generate_responses_with_and_without_the_shared_prefix(entries, gpt2_tokenizer):
+    model = new_model(7).eval()
+    test = split_data(entries).test[:12]
+    kwargs = dict(max_new_tokens=6, batch_size=5, context_size=256, progress=False)
+    assert (generate_responses(model, gpt2_tokenizer, test, **kwargs)
+            == generate_responses(model, gpt2_tokenizer, test, share_prefix=False, **kwargs))
+
+
+# --- evaluation: packed, no autograd, the training's precision ------------------------------------
+
+def test_a_padded_batch_packed_keeps_every_target(train_set):
+    from llmdefinitions.trainer import pack_padded_batch
+
+    inputs, targets = custom_collate_fn([train_set[i] for i in range(8)], allowed_max_length=1024)
+    packed = pack_padded_batch(inputs, targets)
+    assert len(packed) == 4 and packed[0].numel() < inputs.numel()
+    assert sorted(packed[1][packed[1] != -100].tolist()) == sorted(targets[targets != -100].tolist())
+    model = new_model(2)
+    with torch.no_grad():
+        assert batch_loss(packed, model, "cpu").item() == pytest.approx(
+            batch_loss((inputs, targets), model, "cpu").item(), abs=1e-5)
+    targets[3] = -100                                  # a row with no target adds nothing: left out
+    assert pack_padded_batch(inputs, targets)[1].ne(-100).sum() == targets.ne(-100).sum()
+
+
+def test_evaluation_packs_validation_when_training_is_packed(train_set, monkeypatch):
+    from llmdefinitions import trainer
+    from llmdefinitions.trainer import evaluate, loader_loss
+
+    model = new_model(8)
+    val = DataLoader(train_set, batch_size=4, collate_fn=custom_collate_fn)     # padded, as the pipeline's
+    torch.manual_seed(1)
+    packed_train = list(make_train_loader(train_set, batch_size=4, batching="packed"))[:2]
+    torch.manual_seed(1)
+    padded_train = list(make_train_loader(train_set, batch_size=4, batching="random"))[:2]
+    calls, original = [], trainer.pack_padded_batch
+    monkeypatch.setattr(trainer, "pack_padded_batch", lambda *a, **k: calls.append(1) or original(*a, **k))
+    ours = evaluate(model, packed_train, val, "cpu", eval_iter=2)
+    assert len(calls) == 2                             # the 2 validation batches were packed
+    book = evaluate(model, padded_train, val, "cpu", eval_iter=2)
+    assert len(calls) == 2                             # padded training: padded validation, as the book
+    assert ours == pytest.approx(book, rel=1e-5)
+    assert model.training                              # back in training mode
+    assert math.isnan(loader_loss([], model, "cpu"))   # an empty loader, as the book: nan
+
+
+def test_bf16_evaluation_and_training_losses_within_two_percent_of_fp32(train_set):
+    """The tolerance the course states for bf16 autocast: 2 % of the fp32 loss."""
+    from llmdefinitions.trainer import loader_loss, loss_sum_and_count
+    from llmdefinitions.device import autocast
+
+    model = new_model(9)
+    torch.manual_seed(2)
+    batches = list(make_train_loader(train_set, batch_size=8, batching="packed"))[:3]
+    fp32, bf16 = (loader_loss(batches, model, "cpu", precision=p) for p in ("fp32", "bf16"))
+    assert abs(bf16 - fp32) / fp32 < 0.02
+    with autocast("cpu", "bf16"):
+        loss, count = loss_sum_and_count(batches[0], model, "cpu")
+    assert loss.dtype == torch.float32                  # the cross-entropy itself in fp32
+    reference, _ = loss_sum_and_count(batches[0], model, "cpu")
+    assert abs(loss.item() - reference.item()) / reference.item() < 0.02
+
+
+# --- the bf16 rule on CPUs ------------------------------------------------------------------------
+
+def test_bf16_only_where_the_cpu_has_bf16_instructions():
+    from llmdefinitions.device import bf16_matmuls_are_native
+
+    zen4 = "fpu avx2 avx512f avx512bw avx512_bf16 avx512_vnni"
+    assert bf16_matmuls_are_native(zen4)
+    assert bf16_matmuls_are_native("avx512f amx_bf16 amx_tile")                # Sapphire Rapids
+    assert not bf16_matmuls_are_native("fpu avx2 fma")                          # AVX2 only: emulated, slower
+    assert not bf16_matmuls_are_native("avx512f avx512bw avx512_vnni")          # AVX-512 without bf16
+    assert not bf16_matmuls_are_native(zen4, isa_cap="AVX512_CORE")            # oneDNN told not to use it
+    assert bf16_matmuls_are_native(zen4, isa_cap="avx512_core_bf16")
+    assert not bf16_matmuls_are_native(zen4, onednn=False)                      # torch without oneDNN
+
+
+def test_allocator_tuning_applies_on_linux():
+    import platform
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "from llmdefinitions.device import tune_cpu_allocator; "
+                           "print(tune_cpu_allocator())"], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == str(platform.system() == "Linux")
