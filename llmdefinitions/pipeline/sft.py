@@ -220,7 +220,7 @@ def generate_and_save(profile: Profile, model, tokenizer, entries: list, out_pat
     """Answer ``entries`` with ``model`` and save them (with ``model_response``) to ``out_path``.
 
     Greedy, up to ``profile.max_new_tokens`` tokens, ``profile.generation_batch_size``
-    prompts at a time. Each finished batch is appended to ``partial_path``; after an
+    prompts at a time. Each answer is appended to ``partial_path`` as it finishes; after an
     interruption the answers already there are kept (when ``fingerprint``, the model's
     identity, and the settings are unchanged) and only the rest is generated. The final
     file is the same as an uninterrupted run's.
@@ -238,13 +238,13 @@ def generate_and_save(profile: Profile, model, tokenizer, entries: list, out_pat
     if not records:
         append_jsonl(partial_path, header)
 
-    def save_batch(answers: Dict[int, str]) -> None:
+    def save_answers(answers: Dict[int, str]) -> None:
         for index, answer in answers.items():
             append_jsonl(partial_path, {"index": index, "model_response": answer})
 
     responses = generate_responses(model, tokenizer, entries, max_new_tokens=profile.max_new_tokens,
                                    batch_size=profile.generation_batch_size, progress=progress,
-                                   done=done, on_batch=save_batch)
+                                   done=done, on_batch=save_answers)
     rows = save_responses(entries, responses, out_path)
     partial_path.unlink(missing_ok=True)
     return rows
