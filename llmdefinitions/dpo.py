@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from .device import autocast, choose_precision, make_grad_scaler
 from .lora import disable_lora, iter_lora_layers, lora_state_dict
-from .serialization import load_tensors, save_tensors
+from .serialization import checkpoint_mismatch, load_tensors, save_tensors
 from .trainer import TrainState, _epoch_batches
 from .training import generate_and_print_sample
 
@@ -342,9 +342,7 @@ def load_dpo_checkpoint(path, model, optimizer, device, scaler=None) -> Tuple[Tr
         state = TrainState(**payload["state"])
         tracking = {key: list(payload["tracking"][key]) for key in _empty_tracking()}
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"O checkpoint de DPO '{path}' não corresponde a este modelo/treino "
-                         f"({first_line}). Apague-o (ou use --refazer) para recomeçar.") from None
+        raise checkpoint_mismatch(path, "de DPO", exc) from None
     if scaler is not None and payload.get("scaler"):
         scaler.load_state_dict(payload["scaler"])
     return state, tracking

@@ -52,3 +52,10 @@ def load_tensors(path: PathLike, map_location="cpu", what: str = "arquivo") -> A
 
 
 __all__ = ["UnsafeFileError", "save_tensors", "load_tensors"]
+
+
+def checkpoint_mismatch(path: PathLike, what: str, exc: BaseException) -> ValueError:
+    """The one-line pt-BR error for a checkpoint that does not fit this model or run (``what``: "de treino"…)."""
+    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ValueError(f"O checkpoint {what} '{path}' não corresponde a este modelo/treino "
+                      f"({first_line}). Apague-o (ou use --refazer) para recomeçar.")

@@ -35,7 +35,7 @@ import torch
 from .data import IGNORE_INDEX
 from .device import autocast, choose_precision, make_grad_scaler
 from .io import PathLike
-from .serialization import load_tensors, save_tensors
+from .serialization import checkpoint_mismatch, load_tensors, save_tensors
 from .training import generate_and_print_sample
 
 Log = Callable[[str], None]
@@ -216,9 +216,7 @@ def load_checkpoint(path: PathLike, model, optimizer, device, scaler=None, paral
             parallel.load_state_dicts(model, optimizer, payload["model"], payload["optimizer"])
         state = TrainState(**payload["state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"O checkpoint de treino '{path}' não corresponde a este modelo/treino "
-                         f"({first_line}). Apague-o (ou use --refazer) para recomeçar.") from None
+        raise checkpoint_mismatch(path, "de treino", exc) from None
     if scaler is not None and payload.get("scaler"):
         scaler.load_state_dict(payload["scaler"])
     return state

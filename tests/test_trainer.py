@@ -176,3 +176,12 @@ def test_a_real_checkpoint_holds_only_tensors_and_plain_values(tmp_path):
     state = load_checkpoint(tmp_path / "c.pt", new_model(1), torch.optim.AdamW(new_model(1).parameters()), "cpu")
     assert state.global_step == 3 and state.train_losses == [1.5]
     assert os.listdir(tmp_path) == ["c.pt"]
+
+
+def test_a_checkpoint_of_another_model_is_one_line_that_says_what_to_do(tmp_path):
+    model = new_model()
+    save_checkpoint(tmp_path / "c.pt", model, torch.optim.AdamW(model.parameters()), TrainState(global_step=1))
+    other = torch.nn.Linear(3, 3)
+    with pytest.raises(ValueError, match=r"checkpoint de treino '.*c\.pt' não corresponde .*--refazer") as error:
+        load_checkpoint(tmp_path / "c.pt", other, torch.optim.AdamW(other.parameters()), "cpu")
+    assert "\n" not in str(error.value)
