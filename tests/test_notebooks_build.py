@@ -58,6 +58,15 @@ def test_top_of_notebook_follows_the_convention(notebook):
         "falta a célula de instalação no Colab (com o PIP_SPEC de llmdefinitions/_project.py)"
 
 
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_cell_says_where_it_goes_in_the_slides(notebook):
+    """A cell without a slide type lands wherever the exporter guesses; each one says it (``-`` continues)."""
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    missing = [index for index, cell in enumerate(nb["cells"])
+               if "slide_type" not in cell["metadata"].get("slideshow", {})]
+    assert not missing, f"células sem slideshow.slide_type: {missing}"
+
+
 NOTE_LABEL = "> 🧑‍🏫 **Nota para o instrutor:**"
 
 
