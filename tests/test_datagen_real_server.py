@@ -10,7 +10,6 @@ is accounted for, not the quality of what is kept.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -24,18 +23,6 @@ import shared_data  # noqa: E402  (tests/shared_data.py)
 N_ITEMS = 3
 SHORT = {"num_predict": 48}
 REAL = {"timeout": 120.0, "deadline": 300.0, "retries": 1, "backoff": 1.0}
-
-
-@pytest.fixture(scope="module")
-def server_url() -> str:
-    url = os.environ.get("LLMDEF_LLM_SERVER_URL")
-    if not url:
-        message = ("Servidor LLM real ausente: a variável LLMDEF_LLM_SERVER_URL não está definida. Inicie-o com "
-                   "`bash tools/start_llm_server.sh` e rode o `export LLMDEF_LLM_SERVER_URL=...` que ele imprime.")
-        if os.environ.get("LLMDEF_REQUIRE_LLM_SERVER") == "1":
-            pytest.fail(message + " (LLMDEF_REQUIRE_LLM_SERVER=1 exige o servidor.)")
-        pytest.skip(message)
-    return url
 
 
 @pytest.fixture(scope="module")

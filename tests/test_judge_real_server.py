@@ -26,25 +26,8 @@ from llmdefinitions import judge
 pytestmark = pytest.mark.llm_server
 
 
-HOW_TO_START = ("Inicie-o com `bash tools/start_llm_server.sh` (instala llama-cpp-python e o "
-                "SmolLM2-135M; a compilação levou de 4 a 6 min em 2 núcleos na primeira vez) e rode o `export LLMDEF_LLM_SERVER_URL=...` que ele imprime.")
 N_ITEMS = 5
 REAL = {"timeout": 120.0, "deadline": 300.0, "retries": 1, "backoff": 1.0, "options": {"num_predict": 24}}
-
-
-def require_or_skip(message: str) -> None:
-    if os.environ.get("LLMDEF_REQUIRE_LLM_SERVER") == "1":
-        pytest.fail(message + " (LLMDEF_REQUIRE_LLM_SERVER=1 exige o servidor.)")
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def server_url() -> str:
-    url = os.environ.get("LLMDEF_LLM_SERVER_URL")
-    if not url:
-        require_or_skip("Servidor LLM real ausente: a variável LLMDEF_LLM_SERVER_URL não está definida. "
-                        + HOW_TO_START)
-    return url
 
 
 @pytest.fixture(scope="module")
