@@ -98,10 +98,6 @@ FIRST_TEST_RESPONSES: Tuple[TestResponse, ...] = (
                  "The author of 'Pride and Prejudice' is Jane Austen."),
 )
 
-# The progress bar of the 110 test answers: "110/110 [01:08<00:00, 1.60it/s]" (on the book's device).
-TEST_GENERATION_SECONDS = 68
-TEST_GENERATION_ITEMS = 110
-
 JUDGE_MODEL = "llama3 (8B) via Ollama"
 JUDGE_SCORED = 110
 JUDGE_TOTAL = 110
@@ -170,15 +166,6 @@ def first_test_responses(compact: bool = False) -> Tuple[TestResponse, ...]:
         print(f"\nResposta do modelo:\n>> {item.model_response}")
         print("-" * 40)
     return FIRST_TEST_RESPONSES
-
-
-def generation_time() -> float:
-    """Seconds the book's run took to answer the 110 test entries, one at a time; prints it."""
-    print(_header("tempo para gerar as respostas do conjunto de teste"))
-    print(f"{TEST_GENERATION_ITEMS} respostas em {TEST_GENERATION_SECONDS} s "
-          f"({format_decimal(TEST_GENERATION_ITEMS / TEST_GENERATION_SECONDS, 2)} por segundo; "
-          f"dispositivo do livro: {SETUP['device']}).")
-    return float(TEST_GENERATION_SECONDS)
 
 
 def judge_average() -> float:

@@ -240,8 +240,3 @@ def custom_collate_fn(
             RuntimeWarning, stacklevel=2,
         )
     return inputs.to(device), targets.to(device)
-
-
-def target_token_count(targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> int:
-    """Number of positions that count in the loss."""
-    return int((targets != ignore_index).sum())

@@ -298,15 +298,6 @@ def count_parameters(model: nn.Module) -> Tuple[int, int]:
     return trainable, total
 
 
-def format_parameter_count(model: nn.Module) -> str:
-    """E.g. ``"Parâmetros treináveis: 7.898.384 de 414.184.720 (1,91%)"`` (pt-BR digits)."""
-    trainable, total = count_parameters(model)
-    from .stats import format_decimal, format_thousands
-
-    percent = format_decimal(100.0 * trainable / total if total else 0.0)
-    return f"Parâmetros treináveis: {format_thousands(trainable)} de {format_thousands(total)} ({percent}%)"
-
-
 # ---------------------------------------------------------------------------
 # Merging
 

@@ -83,15 +83,6 @@ def test_judge_average(run, capsys):
     assert out.startswith(ref.HEADER) and "49,45" in out and "110 de 110" in out
 
 
-def test_generation_time_is_the_books_progress_bar(run, capsys):
-    import re
-
-    minutes, seconds = map(int, re.search(r"\[(\d+):(\d+)<", run["test_generation_progress"]).groups())
-    assert ref.generation_time() == minutes * 60 + seconds
-    assert f"/{ref.TEST_GENERATION_ITEMS} " in run["test_generation_progress"]
-    assert "110 respostas em 68 s (1,62 por segundo" in capsys.readouterr().out
-
-
 def test_first_test_responses_compact_fits_a_slide(capsys):
     ref.first_test_responses(compact=True)
     lines = capsys.readouterr().out.splitlines()

@@ -14,7 +14,6 @@ from llmdefinitions.lora import (
     LoRALayer,
     count_parameters,
     disable_lora,
-    format_parameter_count,
     iter_lora_layers,
     load_lora_adapter,
     lora_state_dict,
@@ -299,9 +298,3 @@ def test_parameter_counts_of_gpt2(name, head_and_all, attention_only, base_total
     assert count_parameters(model) == (head_and_all, base_total + head_and_all)
     replace_linear_with_lora(model := build(), rank=16, alpha=16, targets="attention")
     assert count_parameters(model) == (attention_only, base_total + attention_only)
-
-
-def test_format_parameter_count_in_portuguese():
-    model = nn.Linear(1000, 1000)
-    model.bias.requires_grad_(False)
-    assert format_parameter_count(model) == "Parâmetros treináveis: 1.000.000 de 1.001.000 (99,90%)"

@@ -223,7 +223,6 @@ class OpenAIClient(JudgeClient):
     """
 
     api = "openai"
-    complete_field = "text"
 
     def __init__(self, model: str = DEFAULT_MODEL, url: str = "http://localhost:8080/v1/chat/completions", *,
                  stream: bool = False, api_key: Optional[str] = None, schema_style: str = "json_schema",
