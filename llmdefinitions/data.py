@@ -170,12 +170,7 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     with the tokenized prompt), so a token that BPE merges across the boundary counts as
     response, never silently as prompt.
     """
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+    return len(os.path.commonprefix([list(a), list(b)]))   # the same rule as generation.common_prefix
 
 
 def sample_inputs_and_targets(item, pad_token_id: int = END_OF_TEXT_ID, ignore_index: int = IGNORE_INDEX,
