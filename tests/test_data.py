@@ -169,3 +169,11 @@ def test_an_existing_file_is_read_not_overwritten(tmp_path):
 def test_validate_entries_names_the_source():
     with pytest.raises(DatasetError, match="'meus-dados.json'"):
         validate_entries([{"instruction": 1, "input": "", "output": ""}], "meus-dados.json")
+
+
+def test_common_prefix_length_stops_at_the_first_difference():
+    from llmdefinitions.data import common_prefix_length
+
+    assert common_prefix_length([5, 6, 7], [5, 6, 9, 7]) == 2      # a token merged across the boundary
+    assert common_prefix_length([5, 6], [5, 6, 7]) == 2 and common_prefix_length([], [1]) == 0
+    assert common_prefix_length((1, 2), [1, 2]) == 2                # any sequences, not only lists
